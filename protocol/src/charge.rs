@@ -1,0 +1,256 @@
+//! Charge requests (`POST /charge`) and their answers.
+
+use serde::{Deserialize, Serialize};
+
+/// A request to charge one vehicle: `{"vehicle_id": "ev-1", "power_kw": 11.0, "duration_s": 1800}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChargeRequest {
+    pub vehicle_id: String,
+    pub power_kw: f64,
+    pub duration_s: f64,
+}
+
+/// Why a charge request was refused as bad input. [`ChargeError::field`] names the field so
+/// that the `400` answer can say which one.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ChargeError {
+    #[error("body is larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("body is not a charge request: {message}")]
+    Shape {
+        field: Option<String>,
+        message: String,
+    },
+    #[error("{field} must be a finite number greater than zero, got {value}")]
+    NotPositive { field: &'static str, value: String },
+    #[error("vehicle_id must be 1 to 128 characters")]
+    BadVehicleId,
+    #[error("power_kw {power_kw} is larger than the capacity {capacity_kw} kW")]
+    OverCapacity { power_kw: f64, capacity_kw: f64 },
+}
+
+impl ChargeError {
+    /// The field at fault, when there is one.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            ChargeError::TooLarge { .. } => None,
+            ChargeError::Shape { field, .. } => field.as_deref(),
+            ChargeError::NotPositive { field, .. } => Some(field),
+            ChargeError::BadVehicleId => Some("vehicle_id"),
+            ChargeError::OverCapacity { .. } => Some("power_kw"),
+        }
+    }
+
+    /// The JSON error body for this error.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody::new(self.to_string(), self.field().map(str::to_string))
+    }
+}
+
+impl ChargeRequest {
+    /// Parse and validate a `/charge` body. Power and duration must be finite and positive;
+    /// the capacity check belongs to the substation ([`ChargeRequest::check_capacity`]).
+    pub fn parse(body: &[u8]) -> Result<Self, ChargeError> {
+        if body.len() > crate::MAX_CHARGE_BODY {
+            return Err(ChargeError::TooLarge {
+                limit: crate::MAX_CHARGE_BODY,
+            });
+        }
+        let request: ChargeRequest = serde_json::from_slice(body).map_err(shape_error)?;
+        if request.vehicle_id.is_empty() || request.vehicle_id.chars().count() > 128 {
+            return Err(ChargeError::BadVehicleId);
+        }
+        positive("power_kw", request.power_kw)?;
+        positive("duration_s", request.duration_s)?;
+        Ok(request)
+    }
+
+    /// Refuse a request larger than the whole capacity: it can never fit.
+    pub fn check_capacity(&self, capacity_kw: f64) -> Result<(), ChargeError> {
+        if self.power_kw > capacity_kw {
+            return Err(ChargeError::OverCapacity {
+                power_kw: self.power_kw,
+                capacity_kw,
+            });
+        }
+        Ok(())
+    }
+
+    /// Only the power, for a receiver (the proxy) that must not reject what the substation
+    /// would accept: reads `power_kw` from a JSON object and validates it, ignoring the rest.
+    pub fn peek_power(body: &[u8]) -> Result<f64, ChargeError> {
+        #[derive(Deserialize)]
+        struct Peek {
+            power_kw: f64,
+        }
+        let peek: Peek = serde_json::from_slice(body).map_err(shape_error)?;
+        positive("power_kw", peek.power_kw)?;
+        Ok(peek.power_kw)
+    }
+}
+
+/// Parse the `x-charge-kw` header value.
+pub fn parse_charge_kw(value: &str) -> Result<f64, ChargeError> {
+    let kw: f64 = value.trim().parse().map_err(|_| ChargeError::NotPositive {
+        field: "x-charge-kw",
+        value: value.to_string(),
+    })?;
+    positive("x-charge-kw", kw)?;
+    Ok(kw)
+}
+
+fn positive(field: &'static str, value: f64) -> Result<(), ChargeError> {
+    if value.is_finite() && value > 0.0 {
+        Ok(())
+    } else {
+        Err(ChargeError::NotPositive {
+            field,
+            value: value.to_string(),
+        })
+    }
+}
+
+/// Turn serde's message into an error that names the field where serde knows it.
+fn shape_error(e: serde_json::Error) -> ChargeError {
+    let message = e.to_string();
+    let field = ["vehicle_id", "power_kw", "duration_s"]
+        .into_iter()
+        .find(|f| message.contains(&format!("`{f}`")))
+        .map(str::to_string)
+        .or_else(|| {
+            // "unknown field `x`, expected ..." names the offending key first.
+            message
+                .strip_prefix("unknown field `")
+                .and_then(|rest| rest.split('`').next())
+                .map(str::to_string)
+        });
+    ChargeError::Shape { field, message }
+}
+
+/// The `201` answer to an accepted charge request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChargeAccepted {
+    pub session_id: String,
+    pub substation: String,
+    pub power_kw: f64,
+    pub load_kw: f64,
+    pub capacity_kw: f64,
+}
+
+/// The JSON body of every error answer: `{"error": "...", "field": "power_kw"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl ErrorBody {
+    pub fn new(error: impl Into<String>, field: Option<String>) -> Self {
+        ErrorBody {
+            error: error.into(),
+            field,
+        }
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("an ErrorBody always serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valid_request_parses() {
+        let r = ChargeRequest::parse(br#"{"vehicle_id":"ev-1","power_kw":11.0,"duration_s":1800}"#)
+            .unwrap();
+        assert_eq!(r.power_kw, 11.0);
+        assert_eq!(r.duration_s, 1800.0);
+    }
+
+    #[test]
+    fn bad_requests_name_the_field() {
+        let cases: [(&[u8], Option<&str>); 7] = [
+            (
+                br#"{"vehicle_id":"ev","power_kw":0,"duration_s":1}"#,
+                Some("power_kw"),
+            ),
+            (
+                br#"{"vehicle_id":"ev","power_kw":-3,"duration_s":1}"#,
+                Some("power_kw"),
+            ),
+            (
+                br#"{"vehicle_id":"ev","power_kw":3,"duration_s":0}"#,
+                Some("duration_s"),
+            ),
+            (
+                br#"{"vehicle_id":"ev","power_kw":"3","duration_s":1}"#,
+                Some("power_kw"),
+            ),
+            (br#"{"vehicle_id":"ev","duration_s":1}"#, Some("power_kw")),
+            (
+                br#"{"vehicle_id":"","power_kw":3,"duration_s":1}"#,
+                Some("vehicle_id"),
+            ),
+            (
+                br#"{"vehicle_id":"e","power_kw":3,"duration_s":1,"x":1}"#,
+                Some("x"),
+            ),
+        ];
+        for (body, field) in cases {
+            let err = ChargeRequest::parse(body).unwrap_err();
+            assert_eq!(
+                err.field(),
+                field,
+                "{}: {err}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn oversized_body_and_non_json_are_refused() {
+        let big = vec![b'{'; crate::MAX_CHARGE_BODY + 1];
+        assert!(matches!(
+            ChargeRequest::parse(&big),
+            Err(ChargeError::TooLarge { .. })
+        ));
+        assert!(ChargeRequest::parse(b"not json").is_err());
+    }
+
+    #[test]
+    fn power_above_capacity_is_refused() {
+        let r =
+            ChargeRequest::parse(br#"{"vehicle_id":"ev","power_kw":150,"duration_s":9}"#).unwrap();
+        assert!(r.check_capacity(100.0).is_err());
+        assert!(r.check_capacity(150.0).is_ok());
+    }
+
+    #[test]
+    fn charge_kw_header_must_be_positive_and_finite() {
+        assert_eq!(parse_charge_kw(" 22 ").unwrap(), 22.0);
+        for bad in ["0", "-1", "NaN", "inf", "abc", ""] {
+            assert!(parse_charge_kw(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn peek_power_reads_only_the_power() {
+        assert_eq!(
+            ChargeRequest::peek_power(br#"{"power_kw":7.4,"other":1}"#).unwrap(),
+            7.4
+        );
+        assert!(ChargeRequest::peek_power(br#"{"power_kw":0}"#).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parser_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..400)) {
+            let _ = ChargeRequest::parse(&bytes);
+            let _ = ChargeRequest::peek_power(&bytes);
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! The wire contract between gridlb, its substations and the clients that book charging
+//! sessions, as fixed by the design document.
+//!
+//! This crate owns the types that cross a process boundary and nothing else: the load report a
+//! substation publishes (as JSON on `GET /load` and as the `x-substation-load` header on every
+//! `/charge` answer), the charge request and its answers, and the header names. It has no I/O
+//! and no async runtime so that the proxy, the substation and the load generators share one
+//! definition, one parser and one set of validation rules.
+//!
+//! Invariants the parsers enforce (a report or request that breaks one is rejected with an
+//! error that names the field):
+//! - a report's load is finite and not negative, its capacity finite and positive;
+//! - a charge request's power and duration are finite and positive.
+//!
+//! Report ordering follows the design: a receiver keeps, per substation, the report with the
+//! greatest `(epoch, seq)` ([`ReportVersion`]); a new epoch wins whatever its seq.
+
+mod charge;
+mod report;
+
+pub use charge::{ChargeAccepted, ChargeError, ChargeRequest, ErrorBody, parse_charge_kw};
+pub use report::{HeaderReport, LoadReport, ReportError, ReportVersion};
+
+/// Header carrying a substation's load report on every `/charge` answer.
+pub const LOAD_HEADER: &str = "x-substation-load";
+/// Header naming the substation that answered, added by the proxy.
+pub const SUBSTATION_HEADER: &str = "x-gridlb-substation";
+/// Header a client may use to state the requested power in kW.
+pub const CHARGE_KW_HEADER: &str = "x-charge-kw";
+/// Header that makes a `POST /charge` idempotent at the substation.
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+/// Largest accepted `/charge` body (bytes); larger bodies get `413`.
+pub const MAX_CHARGE_BODY: usize = 16 * 1024;
+/// Largest load report body (bytes) a receiver reads; larger ones are invalid.
+pub const MAX_REPORT_BODY: usize = 16 * 1024;

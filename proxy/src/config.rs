@@ -1,0 +1,594 @@
+//! gridlb's YAML configuration, in two layers (as river does it): serde structs that mirror
+//! the file exactly (`deny_unknown_fields`), and one validated [`Config`] that the rest of the
+//! proxy uses. Every error names the path of the offending key and its value, for example
+//! `substations[1].address: "x:y" is not host:port`.
+//!
+//! Defaults (a key left out of the file):
+//! - `admin.listen` 127.0.0.1:9100, no token;
+//! - `probe`: path `/load`, every 500 ms, timeout 250 ms, unhealthy after 2 failed or invalid
+//!   probes, healthy again after 1 good one;
+//! - `selection`: `least-load`, `max_utilization` 1.0, `default_request_kw` 11;
+//! - `upstream`: connect timeout 1 s, read timeout 10 s;
+//! - a substation's `weight` 1, `drain` false.
+
+use serde::Deserialize;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::time::Duration;
+
+/// A configuration error: where in the file, and what is wrong there.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ConfigError {
+    /// The key path, e.g. `substations[1].address`; `file` for errors about the whole file.
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The selection algorithm, see `selection.rs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Algorithm {
+    LeastLoad,
+    P2c,
+    RoundRobin,
+    Random,
+}
+
+impl Algorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::LeastLoad => "least-load",
+            Algorithm::P2c => "p2c",
+            Algorithm::RoundRobin => "round-robin",
+            Algorithm::Random => "random",
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub admin: AdminConfig,
+    pub substations: Vec<SubstationConfig>,
+    pub probe: ProbeConfig,
+    pub selection: SelectionConfig,
+    pub upstream: UpstreamConfig,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// The bearer token guarding mutating admin routes, read from `token_env` at load.
+    pub token: Option<String>,
+    pub token_env: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubstationConfig {
+    pub name: String,
+    /// The address as written (`host:port`), for display.
+    pub address: String,
+    /// The address it resolved to at load.
+    pub addr: SocketAddr,
+    pub weight: usize,
+    pub drain: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeConfig {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub unhealthy_after: usize,
+    pub healthy_after: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SelectionConfig {
+    pub algorithm: Algorithm,
+    pub max_utilization: f64,
+    pub default_request_kw: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamConfig {
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+}
+
+mod raw {
+    //! The file as written.
+    use super::Algorithm;
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct File {
+        pub listen: String,
+        #[serde(default)]
+        pub admin: Admin,
+        pub substations: Vec<Substation>,
+        #[serde(default)]
+        pub probe: Probe,
+        #[serde(default)]
+        pub selection: Selection,
+        #[serde(default)]
+        pub upstream: Upstream,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Admin {
+        pub listen: Option<String>,
+        pub token_env: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Substation {
+        pub name: String,
+        pub address: String,
+        #[serde(default = "one")]
+        pub weight: u64,
+        #[serde(default)]
+        pub drain: bool,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Probe {
+        pub path: String,
+        pub interval_ms: u64,
+        pub timeout_ms: u64,
+        pub unhealthy_after: u64,
+        pub healthy_after: u64,
+    }
+
+    impl Default for Probe {
+        fn default() -> Self {
+            Probe {
+                path: "/load".into(),
+                interval_ms: 500,
+                timeout_ms: 250,
+                unhealthy_after: 2,
+                healthy_after: 1,
+            }
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Selection {
+        pub algorithm: Algorithm,
+        pub max_utilization: f64,
+        pub default_request_kw: f64,
+    }
+
+    impl Default for Selection {
+        fn default() -> Self {
+            Selection {
+                algorithm: Algorithm::LeastLoad,
+                max_utilization: 1.0,
+                default_request_kw: 11.0,
+            }
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Upstream {
+        pub connect_timeout_ms: u64,
+        pub read_timeout_ms: u64,
+    }
+
+    impl Default for Upstream {
+        fn default() -> Self {
+            Upstream {
+                connect_timeout_ms: 1000,
+                read_timeout_ms: 10_000,
+            }
+        }
+    }
+
+    fn one() -> u64 {
+        1
+    }
+}
+
+impl Config {
+    /// Read, parse and validate a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new("file", format!("cannot read {}: {e}", path.display()))
+        })?;
+        Config::parse(&text)
+    }
+
+    /// Parse and validate YAML text. Environment variables are read for `admin.token_env`.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let de = serde_yaml::Deserializer::from_str(text);
+        let file: raw::File = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let path = if path == "." {
+                "file".to_string()
+            } else {
+                path
+            };
+            ConfigError::new(path, e.inner().to_string())
+        })?;
+        validate(file)
+    }
+}
+
+fn validate(file: raw::File) -> Result<Config, ConfigError> {
+    let listen = socket_addr("listen", &file.listen)?;
+    let admin = admin(file.admin)?;
+    if admin.listen == listen {
+        return Err(ConfigError::new(
+            "admin.listen",
+            format!("{} is also the proxy's listen address", admin.listen),
+        ));
+    }
+    Ok(Config {
+        listen,
+        admin,
+        substations: substations(file.substations)?,
+        probe: probe(file.probe)?,
+        selection: selection(file.selection)?,
+        upstream: upstream(file.upstream)?,
+    })
+}
+
+fn admin(raw: raw::Admin) -> Result<AdminConfig, ConfigError> {
+    let listen = match raw.listen {
+        Some(s) => socket_addr("admin.listen", &s)?,
+        None => SocketAddr::from(([127, 0, 0, 1], 9100)),
+    };
+    let token = raw
+        .token_env
+        .as_deref()
+        .and_then(|var| std::env::var(var).ok())
+        .filter(|t| !t.is_empty());
+    if !listen.ip().is_loopback() && token.is_none() {
+        return Err(ConfigError::new(
+            "admin.listen",
+            format!(
+                "{listen} is not a loopback address and no token is configured; set admin.token_env \
+                 to the name of an environment variable that holds the token"
+            ),
+        ));
+    }
+    Ok(AdminConfig {
+        listen,
+        token,
+        token_env: raw.token_env,
+    })
+}
+
+fn substations(raw: Vec<raw::Substation>) -> Result<Vec<SubstationConfig>, ConfigError> {
+    if raw.is_empty() {
+        return Err(ConfigError::new(
+            "substations",
+            "at least one substation is needed",
+        ));
+    }
+    let mut out: Vec<SubstationConfig> = Vec::with_capacity(raw.len());
+    for (i, s) in raw.into_iter().enumerate() {
+        let at = |key: &str| format!("substations[{i}].{key}");
+        if !valid_name(&s.name) {
+            return Err(ConfigError::new(
+                at("name"),
+                format!("{:?} must be 1 to 64 of A-Z a-z 0-9 _ . -", s.name),
+            ));
+        }
+        if out.iter().any(|o| o.name == s.name) {
+            return Err(ConfigError::new(
+                at("name"),
+                format!("{:?} is used twice", s.name),
+            ));
+        }
+        let addr = resolve(&at("address"), &s.address)?;
+        if let Some(other) = out.iter().find(|o| o.addr == addr) {
+            return Err(ConfigError::new(
+                at("address"),
+                format!("{:?} is also the address of {}", s.address, other.name),
+            ));
+        }
+        if !(1..=1000).contains(&s.weight) {
+            return Err(ConfigError::new(
+                at("weight"),
+                format!("{} is not in 1..=1000", s.weight),
+            ));
+        }
+        out.push(SubstationConfig {
+            name: s.name,
+            address: s.address,
+            addr,
+            weight: s.weight as usize,
+            drain: s.drain,
+        });
+    }
+    Ok(out)
+}
+
+fn probe(raw: raw::Probe) -> Result<ProbeConfig, ConfigError> {
+    if !raw.path.starts_with('/') || raw.path.contains(char::is_whitespace) {
+        return Err(ConfigError::new(
+            "probe.path",
+            format!("{:?} is not an absolute path", raw.path),
+        ));
+    }
+    if !(10..=60_000).contains(&raw.interval_ms) {
+        return Err(range("probe.interval_ms", raw.interval_ms, "10..=60000"));
+    }
+    if raw.timeout_ms == 0 || raw.timeout_ms > raw.interval_ms {
+        return Err(ConfigError::new(
+            "probe.timeout_ms",
+            format!(
+                "{} must be at least 1 and at most probe.interval_ms ({})",
+                raw.timeout_ms, raw.interval_ms
+            ),
+        ));
+    }
+    for (key, v) in [
+        ("probe.unhealthy_after", raw.unhealthy_after),
+        ("probe.healthy_after", raw.healthy_after),
+    ] {
+        if !(1..=100).contains(&v) {
+            return Err(range(key, v, "1..=100"));
+        }
+    }
+    Ok(ProbeConfig {
+        path: raw.path,
+        interval: Duration::from_millis(raw.interval_ms),
+        timeout: Duration::from_millis(raw.timeout_ms),
+        unhealthy_after: raw.unhealthy_after as usize,
+        healthy_after: raw.healthy_after as usize,
+    })
+}
+
+fn selection(raw: raw::Selection) -> Result<SelectionConfig, ConfigError> {
+    if !(raw.max_utilization > 0.0 && raw.max_utilization <= 1.0) {
+        return Err(ConfigError::new(
+            "selection.max_utilization",
+            format!("{} is not in (0, 1]", raw.max_utilization),
+        ));
+    }
+    if !(raw.default_request_kw.is_finite() && raw.default_request_kw > 0.0) {
+        return Err(ConfigError::new(
+            "selection.default_request_kw",
+            format!("{} is not a positive number", raw.default_request_kw),
+        ));
+    }
+    Ok(SelectionConfig {
+        algorithm: raw.algorithm,
+        max_utilization: raw.max_utilization,
+        default_request_kw: raw.default_request_kw,
+    })
+}
+
+fn upstream(raw: raw::Upstream) -> Result<UpstreamConfig, ConfigError> {
+    if !(1..=60_000).contains(&raw.connect_timeout_ms) {
+        return Err(range(
+            "upstream.connect_timeout_ms",
+            raw.connect_timeout_ms,
+            "1..=60000",
+        ));
+    }
+    if !(1..=600_000).contains(&raw.read_timeout_ms) {
+        return Err(range(
+            "upstream.read_timeout_ms",
+            raw.read_timeout_ms,
+            "1..=600000",
+        ));
+    }
+    Ok(UpstreamConfig {
+        connect_timeout: Duration::from_millis(raw.connect_timeout_ms),
+        read_timeout: Duration::from_millis(raw.read_timeout_ms),
+    })
+}
+
+fn range(path: &str, value: u64, range: &str) -> ConfigError {
+    ConfigError::new(path, format!("{value} is not in {range}"))
+}
+
+fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+fn socket_addr(path: &str, s: &str) -> Result<SocketAddr, ConfigError> {
+    s.parse()
+        .map_err(|_| ConfigError::new(path, format!("{s:?} is not ip:port")))
+}
+
+/// Resolve `host:port`; a host name must resolve to exactly one address, because one
+/// substation is one address (a name behind several would hide which one holds the load).
+pub fn resolve(path: &str, s: &str) -> Result<SocketAddr, ConfigError> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(ConfigError::new(path, format!("{s:?} is not host:port")));
+    };
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(ConfigError::new(path, format!("{s:?} is not host:port")));
+    }
+    let mut addrs: Vec<SocketAddr> = s
+        .to_socket_addrs()
+        .map_err(|e| ConfigError::new(path, format!("{s:?} does not resolve: {e}")))?
+        .collect();
+    addrs.sort();
+    addrs.dedup();
+    match addrs.as_slice() {
+        [one] => Ok(*one),
+        [] => Err(ConfigError::new(
+            path,
+            format!("{s:?} resolves to no address"),
+        )),
+        many => Err(ConfigError::new(
+            path,
+            format!(
+                "{s:?} resolves to {} addresses ({}); one substation is one address, list each as its own substation",
+                many.len(),
+                many.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+listen: 127.0.0.1:8080
+admin: { listen: 127.0.0.1:9100 }
+substations:
+  - { name: s1, address: 127.0.0.1:9001 }
+  - { name: s2, address: "localhost:9002", weight: 2, drain: true }
+probe: { path: /load, interval_ms: 500, timeout_ms: 250, unhealthy_after: 2, healthy_after: 1 }
+selection: { algorithm: p2c, max_utilization: 0.9, default_request_kw: 11 }
+"#;
+
+    fn err(text: &str) -> ConfigError {
+        Config::parse(text).expect_err("config should be rejected")
+    }
+
+    fn with(replace: &str, by: &str) -> String {
+        assert!(GOOD.contains(replace), "{replace}");
+        GOOD.replace(replace, by)
+    }
+
+    #[test]
+    fn full_config_parses_into_the_internal_type() {
+        let c = Config::parse(GOOD).unwrap();
+        assert_eq!(c.substations.len(), 2);
+        assert_eq!(c.substations[1].weight, 2);
+        assert!(c.substations[1].drain);
+        assert!(c.substations[1].addr.ip().is_loopback());
+        assert_eq!(c.selection.algorithm, Algorithm::P2c);
+        assert_eq!(c.probe.interval, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn minimal_config_takes_the_documented_defaults() {
+        let c =
+            Config::parse("listen: 127.0.0.1:1\nsubstations: [{name: a, address: 127.0.0.1:2}]")
+                .unwrap();
+        assert_eq!(c.admin.listen, "127.0.0.1:9100".parse().unwrap());
+        assert_eq!(c.probe.unhealthy_after, 2);
+        assert_eq!(c.selection.algorithm, Algorithm::LeastLoad);
+        assert_eq!(c.selection.max_utilization, 1.0);
+        assert_eq!(c.selection.default_request_kw, 11.0);
+        assert_eq!(c.substations[0].weight, 1);
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_that_names_its_path() {
+        let e = err(&with("weight: 2", "wieght: 2"));
+        assert_eq!(e.path, "substations[1]");
+        assert!(e.message.contains("wieght"), "{e}");
+        let e = err(&with("interval_ms: 500", "interval: 500"));
+        assert_eq!(e.path, "probe");
+    }
+
+    #[test]
+    fn bad_values_name_path_and_value() {
+        let cases = [
+            (
+                with("127.0.0.1:9001", "x:y"),
+                "substations[0].address",
+                "\"x:y\"",
+            ),
+            (
+                with("name: s2", "name: s1"),
+                "substations[1].name",
+                "used twice",
+            ),
+            (
+                with("localhost:9002", "127.0.0.1:9001"),
+                "substations[1].address",
+                "also the address",
+            ),
+            (with("weight: 2", "weight: 0"), "substations[1].weight", "0"),
+            (
+                with("max_utilization: 0.9", "max_utilization: 1.5"),
+                "selection.max_utilization",
+                "1.5",
+            ),
+            (
+                with("algorithm: p2c", "algorithm: fastest"),
+                "selection.algorithm",
+                "fastest",
+            ),
+            (
+                with("timeout_ms: 250", "timeout_ms: 900"),
+                "probe.timeout_ms",
+                "900",
+            ),
+            (
+                with("unhealthy_after: 2", "unhealthy_after: 0"),
+                "probe.unhealthy_after",
+                "0",
+            ),
+            (
+                with("listen: 127.0.0.1:8080", "listen: nowhere"),
+                "listen",
+                "nowhere",
+            ),
+            (
+                with("default_request_kw: 11", "default_request_kw: -1"),
+                "selection.default_request_kw",
+                "-1",
+            ),
+        ];
+        for (text, path, needle) in cases {
+            let e = err(&text);
+            assert_eq!(e.path, path, "{e}");
+            assert!(e.to_string().contains(needle), "{e} lacks {needle}");
+        }
+    }
+
+    #[test]
+    fn empty_substation_list_and_bad_yaml_are_errors() {
+        assert_eq!(
+            err("listen: 127.0.0.1:1\nsubstations: []").path,
+            "substations"
+        );
+        assert!(Config::parse("listen: [unclosed").is_err());
+        assert!(Config::parse("").is_err());
+    }
+
+    #[test]
+    fn public_admin_address_without_token_is_refused() {
+        let e = err(&with(
+            "admin: { listen: 127.0.0.1:9100 }",
+            "admin: { listen: 0.0.0.0:9100 }",
+        ));
+        assert_eq!(e.path, "admin.listen");
+        assert!(e.message.contains("token"), "{e}");
+    }
+
+    #[test]
+    fn name_that_resolves_nowhere_is_reported() {
+        let e = err(&with("localhost:9002", "no-such-host.invalid:9002"));
+        assert_eq!(e.path, "substations[1].address");
+    }
+}

@@ -1,0 +1,230 @@
+//! The load probe: a Pingora `HealthCheck` that reads each substation's load report.
+//!
+//! Pingora's built-in checks never read a response body, so [`LoadProbe`] does the request
+//! itself with Pingora's HTTP connector: `GET {probe.path}`, the whole exchange bounded by
+//! `probe.timeout`, the body bounded by [`MAX_REPORT_BODY`]. A probe passes only when the
+//! answer is `200` with a valid report for the substation asked; the report is offered to
+//! the load table (where only a newer `(epoch, seq)` wins). A failed or invalid probe counts
+//! towards `probe.unhealthy_after`, a good one towards `probe.healthy_after`, read from the
+//! live config on every call so that a reload changes them at once.
+//!
+//! Probes of all substations run in parallel ([`ProbeService`] drives the schedule).
+
+use crate::grid::{Grid, Snapshot};
+use crate::metrics::Metrics;
+use crate::table::{Offer, Report, SubstationState};
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::BytesMut;
+use gridlb_protocol::{LoadReport, MAX_REPORT_BODY, ReportError};
+use pingora_core::connectors::http::Connector;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use pingora_core::upstreams::peer::{HttpPeer, Peer};
+use pingora_error::{Error, ErrorType, Result};
+use pingora_http::RequestHeader;
+use pingora_load_balancing::Backend;
+use pingora_load_balancing::health_check::HealthCheck;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Why a probe failed, as the `reason` label of `gridlb_probe_failures_total`.
+#[derive(Debug, thiserror::Error)]
+enum ProbeError {
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("request failed: {0}")]
+    Transport(Box<Error>),
+    #[error("answered status {0}")]
+    Status(u16),
+    #[error("invalid report: {0}")]
+    Invalid(ReportError),
+}
+
+impl ProbeError {
+    fn reason(&self) -> &'static str {
+        match self {
+            ProbeError::Timeout(_) => "timeout",
+            ProbeError::Transport(_) => "connect",
+            ProbeError::Status(_) => "status",
+            ProbeError::Invalid(_) => "invalid_report",
+        }
+    }
+}
+
+pub struct LoadProbe {
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    metrics: Arc<Metrics>,
+    connector: Connector,
+}
+
+impl LoadProbe {
+    /// A probe reading its settings from the live `snapshot` on every check; it reuses
+    /// connections to each substation between probes.
+    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>, metrics: Arc<Metrics>) -> Self {
+        LoadProbe {
+            snapshot,
+            metrics,
+            connector: Connector::new(None),
+        }
+    }
+
+    async fn fetch(
+        &self,
+        state: &SubstationState,
+        path: &str,
+        timeout: Duration,
+    ) -> std::result::Result<LoadReport, ProbeError> {
+        let mut peer = HttpPeer::new(state.addr, false, String::new());
+        peer.options.connection_timeout = Some(timeout);
+        peer.options.read_timeout = Some(timeout);
+        peer.options.write_timeout = Some(timeout);
+        peer.options.idle_timeout = Some(Duration::from_secs(30));
+        let (mut session, _reused) = self
+            .connector
+            .get_http_session(&peer)
+            .await
+            .map_err(ProbeError::Transport)?;
+        let mut req =
+            RequestHeader::build("GET", path.as_bytes(), None).map_err(ProbeError::Transport)?;
+        req.insert_header("Host", state.addr.to_string())
+            .map_err(ProbeError::Transport)?;
+        session
+            .write_request_header(Box::new(req))
+            .await
+            .map_err(ProbeError::Transport)?;
+        session
+            .finish_request_body()
+            .await
+            .map_err(ProbeError::Transport)?;
+        session
+            .read_response_header()
+            .await
+            .map_err(ProbeError::Transport)?;
+        let status = session
+            .response_header()
+            .map(|h| h.status.as_u16())
+            .unwrap_or(0);
+        let mut body = BytesMut::new();
+        while let Some(chunk) = session
+            .read_response_body()
+            .await
+            .map_err(ProbeError::Transport)?
+        {
+            if body.len() + chunk.len() > MAX_REPORT_BODY {
+                return Err(ProbeError::Invalid(ReportError::TooLarge {
+                    limit: MAX_REPORT_BODY,
+                }));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        if status != 200 {
+            return Err(ProbeError::Status(status));
+        }
+        let report = LoadReport::from_json(&body, &state.name).map_err(ProbeError::Invalid)?;
+        self.connector
+            .release_http_session(session, &peer, peer.idle_timeout())
+            .await;
+        Ok(report)
+    }
+
+    fn record(
+        &self,
+        state: &SubstationState,
+        result: &std::result::Result<LoadReport, ProbeError>,
+    ) {
+        state.record_probe();
+        match result {
+            Ok(report) => {
+                if state.offer(Report::from_probe(report, Instant::now())) == Offer::Stale {
+                    self.metrics.report_stale(&state.name, "probe");
+                }
+            }
+            Err(ProbeError::Invalid(e)) => {
+                self.metrics
+                    .report_rejected(&state.name, "probe", e.reason());
+                self.metrics.probe_failed(&state.name, "invalid_report");
+            }
+            Err(e) => self.metrics.probe_failed(&state.name, e.reason()),
+        }
+    }
+}
+
+#[async_trait]
+impl HealthCheck for LoadProbe {
+    async fn check(&self, target: &Backend) -> Result<()> {
+        let Some(state) = target.ext.get::<Arc<SubstationState>>() else {
+            return Error::e_explain(ErrorType::InternalError, "backend without substation state");
+        };
+        let probe = self.snapshot.load().config.probe.clone();
+        let started = Instant::now();
+        let result = match tokio::time::timeout(
+            probe.timeout,
+            self.fetch(state, &probe.path, probe.timeout),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(ProbeError::Timeout(probe.timeout)),
+        };
+        self.metrics.probe_duration(&state.name, started.elapsed());
+        self.record(state, &result);
+        result.map(|_| ()).or_else(|e| {
+            log::debug!("probe of {} failed: {e}", state.name);
+            Error::e_explain(ErrorType::CustomCode("probe failed", 1), e.to_string())
+        })
+    }
+
+    async fn health_status_change(&self, target: &Backend, healthy: bool) {
+        if let Some(state) = target.ext.get::<Arc<SubstationState>>() {
+            state.set_healthy(healthy);
+            if healthy {
+                log::info!("substation {} ({}) is healthy", state.name, state.addr);
+            } else {
+                log::warn!("substation {} ({}) is unhealthy", state.name, state.addr);
+            }
+        }
+    }
+
+    fn backend_summary(&self, target: &Backend) -> String {
+        match target.ext.get::<Arc<SubstationState>>() {
+            Some(state) => format!("substation {} ({})", state.name, state.addr),
+            None => format!("{target:?}"),
+        }
+    }
+
+    fn health_threshold(&self, success: bool) -> usize {
+        let probe = &self.snapshot.load().config.probe;
+        if success {
+            probe.healthy_after
+        } else {
+            probe.unhealthy_after
+        }
+    }
+}
+
+/// The probe schedule: discovery once at start, then a parallel probe of every substation
+/// each `probe.interval` (read live, so a reload changes the pace from the next round).
+pub struct ProbeService {
+    pub grid: Arc<Grid>,
+}
+
+#[async_trait]
+impl BackgroundService for ProbeService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        self.grid.update_membership().await;
+        loop {
+            let round = Instant::now();
+            tokio::select! {
+                _ = self.grid.load_balancer().backends().run_health_check(true) => {}
+                _ = shutdown.changed() => return,
+            }
+            let interval = self.grid.config().probe.interval;
+            let rest = interval.saturating_sub(round.elapsed());
+            tokio::select! {
+                _ = tokio::time::sleep(rest) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}

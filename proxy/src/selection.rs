@@ -1,0 +1,435 @@
+//! Backend selection: which substation takes a charging session.
+//!
+//! [`GridSelection`] implements Pingora's [`BackendSelection`] and is rebuilt by Pingora's
+//! `LoadBalancer` whenever discovery changes the set of substations. Each `Backend` carries
+//! its [`SubstationState`] in `Backend.ext`, so the selector reads live loads without a
+//! lookup. The selection key is the requested power (`f64` little-endian bytes, see
+//! [`request_key`]): the selector ranks substations by what the request would do to them.
+//!
+//! The iterator yields candidates in order of preference; the caller (`grid.rs`) accepts
+//! the first that Pingora reports ready (healthy and not disabled) and that has room, by
+//! reserving the power ([`SubstationState::try_reserve`]). Every algorithm skips substations
+//! with no report yet (never chosen blind), those draining, and those the probe has marked
+//! unhealthy; a substation the request would push past `max_utilization` is never accepted.
+//!
+//! Algorithms:
+//! - `least-load`: lowest utilisation after adding the request, ties broken at random; then
+//!   the next lowest, and so on (each step is a linear scan, so the first choice costs O(n)).
+//! - `p2c`: the "power of two random choices" (Mitzenmacher, 2001; tower's `balance::p2c`):
+//!   two distinct random candidates, the less utilised first, then the other, then the rest
+//!   in least-load order. It needs no global view, so it herds less when reports are stale.
+//! - `round-robin` and `random`: baselines that ignore load (weighted by `weight`); they only
+//!   skip a substation that has no room.
+//!
+//! Randomness comes from [`Rng`], a seedable SplitMix64, so tests are exact.
+
+use crate::config::{Algorithm, SelectionConfig};
+use crate::table::SubstationState;
+use arc_swap::ArcSwap;
+use pingora_load_balancing::Backend;
+use pingora_load_balancing::selection::{BackendIter, BackendSelection};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+
+/// The selection key for a request of `kw` kilowatts.
+pub fn request_key(kw: f64) -> [u8; 8] {
+    kw.to_le_bytes()
+}
+
+fn key_kw(key: &[u8]) -> f64 {
+    key.try_into().map(f64::from_le_bytes).unwrap_or(0.0)
+}
+
+/// A lock-free, seedable SplitMix64 generator (Steele, Lea and Flood, 2014).
+#[derive(Debug)]
+pub struct Rng(AtomicU64);
+
+impl Rng {
+    pub fn seeded(seed: u64) -> Rng {
+        Rng(AtomicU64::new(seed))
+    }
+
+    /// Seeded from the clock and the process id.
+    pub fn from_entropy() -> Rng {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        Rng::seeded(nanos ^ (u64::from(std::process::id()) << 32))
+    }
+
+    pub fn next_u64(&self) -> u64 {
+        let mut z = self
+            .0
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Relaxed)
+            .wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (`n > 0`).
+    pub fn below(&self, n: usize) -> usize {
+        ((self.next_u64() as u128 * n as u128) >> 64) as usize
+    }
+
+    /// Uniform in `(0, 1]`.
+    pub fn unit(&self) -> f64 {
+        ((self.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// What the selector shares with the rest of the proxy: the live selection settings
+/// (swapped on reload) and the random source.
+#[derive(Debug, Clone)]
+pub struct SelectorConfig {
+    pub settings: Arc<ArcSwap<SelectionConfig>>,
+    pub rng: Arc<Rng>,
+}
+
+impl Default for SelectorConfig {
+    fn default() -> Self {
+        SelectorConfig {
+            settings: Arc::new(ArcSwap::from_pointee(SelectionConfig {
+                algorithm: Algorithm::LeastLoad,
+                max_utilization: 1.0,
+                default_request_kw: 11.0,
+            })),
+            rng: Arc::new(Rng::from_entropy()),
+        }
+    }
+}
+
+/// The substations of one discovery generation, with their live state.
+pub struct GridSelection {
+    backends: Vec<Backend>,
+    states: Vec<Arc<SubstationState>>,
+    /// Indices repeated by weight, for the weighted baselines.
+    weighted: Vec<usize>,
+    next: AtomicUsize,
+    config: SelectorConfig,
+}
+
+impl BackendSelection for GridSelection {
+    type Iter = GridIter;
+    type Config = SelectorConfig;
+
+    fn build(backends: &BTreeSet<Backend>) -> Self {
+        Self::build_with_config(backends, &SelectorConfig::default())
+    }
+
+    /// Backends without a [`SubstationState`] in `ext` are ignored.
+    fn build_with_config(backends: &BTreeSet<Backend>, config: &SelectorConfig) -> Self {
+        let (backends, states): (Vec<_>, Vec<_>) = backends
+            .iter()
+            .filter_map(|b| {
+                let state = b.ext.get::<Arc<SubstationState>>()?;
+                Some((b.clone(), Arc::clone(state)))
+            })
+            .unzip();
+        let weighted = backends
+            .iter()
+            .enumerate()
+            .flat_map(|(i, b)| std::iter::repeat_n(i, b.weight.max(1)))
+            .collect();
+        GridSelection {
+            backends,
+            states,
+            weighted,
+            next: AtomicUsize::new(0),
+            config: config.clone(),
+        }
+    }
+
+    fn iter(self: &Arc<Self>, key: &[u8]) -> GridIter {
+        let order = self.rank(key_kw(key));
+        GridIter {
+            selection: Arc::clone(self),
+            order,
+            pos: 0,
+        }
+    }
+}
+
+/// A candidate's score: utilisation after the request, then a random tie-breaker.
+type Scored = (f64, u64, usize);
+
+impl GridSelection {
+    /// Candidate indices in order of preference for a request of `kw`.
+    pub fn rank(&self, kw: f64) -> Vec<usize> {
+        let settings = self.config.settings.load();
+        let eligible = self.scored(kw, settings.max_utilization);
+        match settings.algorithm {
+            Algorithm::LeastLoad => least_first(eligible),
+            Algorithm::P2c => self.p2c(eligible),
+            Algorithm::RoundRobin => self.round_robin(&eligible),
+            Algorithm::Random => self.weighted_random(&eligible),
+        }
+    }
+
+    /// Candidates with a report, healthy, not draining and with room for `kw`.
+    fn scored(&self, kw: f64, max_utilization: f64) -> Vec<Scored> {
+        self.states
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.is_healthy() && !s.is_draining())
+            .filter_map(|(i, s)| {
+                let u = s.utilization_with(kw)?;
+                (u <= max_utilization + 1e-9).then(|| (u, self.config.rng.next_u64(), i))
+            })
+            .collect()
+    }
+
+    fn p2c(&self, mut eligible: Vec<Scored>) -> Vec<usize> {
+        if eligible.len() > 2 {
+            let n = eligible.len();
+            let a = self.config.rng.below(n);
+            let b = (a + 1 + self.config.rng.below(n - 1)) % n;
+            let (first, second) = if better(&eligible[a], &eligible[b]) {
+                (a, b)
+            } else {
+                (b, a)
+            };
+            let head = [eligible[first].2, eligible[second].2];
+            eligible.retain(|c| c.2 != head[0] && c.2 != head[1]);
+            return head.into_iter().chain(least_first(eligible)).collect();
+        }
+        least_first(eligible)
+    }
+
+    fn round_robin(&self, eligible: &[Scored]) -> Vec<usize> {
+        if self.weighted.is_empty() {
+            return Vec::new();
+        }
+        let start = self.next.fetch_add(1, Relaxed);
+        let len = self.weighted.len();
+        let mut order = Vec::with_capacity(eligible.len());
+        for step in 0..len {
+            let i = self.weighted[(start + step) % len];
+            if !order.contains(&i) && eligible.iter().any(|c| c.2 == i) {
+                order.push(i);
+            }
+        }
+        order
+    }
+
+    /// A weighted random order (Efraimidis and Spirakis: sort by `u^(1/w)`, largest first).
+    fn weighted_random(&self, eligible: &[Scored]) -> Vec<usize> {
+        let mut keyed: Vec<(f64, usize)> = eligible
+            .iter()
+            .map(|c| {
+                let w = self.backends[c.2].weight.max(1) as f64;
+                (self.config.rng.unit().powf(1.0 / w), c.2)
+            })
+            .collect();
+        keyed.sort_by(|a, b| b.0.total_cmp(&a.0));
+        keyed.into_iter().map(|(_, i)| i).collect()
+    }
+
+    pub fn state(&self, index: usize) -> &Arc<SubstationState> {
+        &self.states[index]
+    }
+}
+
+fn better(a: &Scored, b: &Scored) -> bool {
+    a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).is_lt()
+}
+
+/// Order by utilisation, ties by the random tie-breaker.
+fn least_first(mut eligible: Vec<Scored>) -> Vec<usize> {
+    eligible.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    eligible.into_iter().map(|c| c.2).collect()
+}
+
+/// Candidates of one request, best first.
+pub struct GridIter {
+    selection: Arc<GridSelection>,
+    order: Vec<usize>,
+    pos: usize,
+}
+
+impl BackendIter for GridIter {
+    fn next(&mut self) -> Option<&Backend> {
+        let index = *self.order.get(self.pos)?;
+        self.pos += 1;
+        self.selection.backends.get(index)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::Report;
+    use gridlb_protocol::ReportVersion;
+    use pingora_load_balancing::Extensions;
+    use std::time::Instant;
+
+    pub(crate) fn backend(name: &str, port: u16, load: Option<f64>, capacity: f64) -> Backend {
+        let addr = format!("127.0.0.1:{port}");
+        let state = SubstationState::new(name, addr.parse().unwrap());
+        if let Some(load) = load {
+            state.offer(Report {
+                version: ReportVersion { epoch: 1, seq: 1 },
+                load_kw: load,
+                capacity_kw: capacity,
+                active_sessions: None,
+                received_at: Instant::now(),
+            });
+        }
+        let mut b = Backend::new(&addr).unwrap();
+        b.ext = Extensions::new();
+        b.ext.insert(state);
+        b
+    }
+
+    fn selection(algorithm: Algorithm, backends: Vec<Backend>, seed: u64) -> Arc<GridSelection> {
+        let config = SelectorConfig {
+            settings: Arc::new(ArcSwap::from_pointee(SelectionConfig {
+                algorithm,
+                max_utilization: 1.0,
+                default_request_kw: 11.0,
+            })),
+            rng: Arc::new(Rng::seeded(seed)),
+        };
+        Arc::new(GridSelection::build_with_config(
+            &backends.into_iter().collect(),
+            &config,
+        ))
+    }
+
+    fn names(s: &GridSelection, kw: f64) -> Vec<String> {
+        s.rank(kw)
+            .into_iter()
+            .map(|i| s.state(i).name.clone())
+            .collect()
+    }
+
+    #[test]
+    fn least_load_prefers_lowest_utilisation_after_the_request() {
+        // 50/100 = 0.5, 120/300 = 0.4, 600 kW at 0.45; a 50 kW request: 1.0, 0.567, 0.533.
+        let s = selection(
+            Algorithm::LeastLoad,
+            vec![
+                backend("a", 1, Some(50.0), 100.0),
+                backend("b", 2, Some(120.0), 300.0),
+                backend("c", 3, Some(270.0), 600.0),
+            ],
+            7,
+        );
+        assert_eq!(names(&s, 50.0), ["c", "b", "a"]);
+    }
+
+    #[test]
+    fn substations_without_report_or_room_are_never_candidates() {
+        let s = selection(
+            Algorithm::LeastLoad,
+            vec![
+                backend("blind", 1, None, 100.0),
+                backend("full", 2, Some(95.0), 100.0),
+                backend("ok", 3, Some(0.0), 100.0),
+            ],
+            1,
+        );
+        assert_eq!(names(&s, 10.0), ["ok"]);
+        assert!(names(&s, 200.0).is_empty());
+    }
+
+    #[test]
+    fn draining_and_unhealthy_substations_are_skipped() {
+        let s = selection(
+            Algorithm::LeastLoad,
+            vec![
+                backend("a", 1, Some(0.0), 100.0),
+                backend("b", 2, Some(0.0), 100.0),
+                backend("c", 3, Some(50.0), 100.0),
+            ],
+            1,
+        );
+        s.state(0).set_draining(true);
+        s.state(1).set_healthy(false);
+        assert_eq!(names(&s, 1.0), ["c"]);
+    }
+
+    #[test]
+    fn ties_are_broken_at_random() {
+        let s = selection(
+            Algorithm::LeastLoad,
+            vec![
+                backend("a", 1, Some(0.0), 100.0),
+                backend("b", 2, Some(0.0), 100.0),
+            ],
+            3,
+        );
+        let firsts: BTreeSet<String> = (0..50).map(|_| names(&s, 1.0)[0].clone()).collect();
+        assert_eq!(
+            firsts.len(),
+            2,
+            "both tied substations should come first sometimes"
+        );
+    }
+
+    #[test]
+    fn p2c_puts_the_less_utilised_of_two_first_and_keeps_the_rest_as_fallback() {
+        let s = selection(
+            Algorithm::P2c,
+            (0..5u16)
+                .map(|i| backend(&format!("s{i}"), i + 1, Some(f64::from(i) * 10.0), 100.0))
+                .collect(),
+            11,
+        );
+        for _ in 0..100 {
+            let order = s.rank(1.0);
+            assert_eq!(order.len(), 5);
+            let u = |i: usize| s.state(i).utilization_with(1.0).unwrap();
+            assert!(u(order[0]) <= u(order[1]));
+            assert!(order[2..].windows(2).all(|w| u(w[0]) <= u(w[1])));
+        }
+    }
+
+    #[test]
+    fn round_robin_rotates_by_weight() {
+        let mut heavy = backend("b", 2, Some(0.0), 100.0);
+        heavy.weight = 2;
+        let s = selection(
+            Algorithm::RoundRobin,
+            vec![backend("a", 1, Some(0.0), 100.0), heavy],
+            1,
+        );
+        let firsts: Vec<String> = (0..6).map(|_| names(&s, 1.0)[0].clone()).collect();
+        assert_eq!(firsts.iter().filter(|n| *n == "b").count(), 4);
+    }
+
+    #[test]
+    fn random_order_is_reproducible_from_the_seed() {
+        let make = || {
+            selection(
+                Algorithm::Random,
+                (0..6u16)
+                    .map(|i| backend(&format!("s{i}"), i + 1, Some(0.0), 100.0))
+                    .collect(),
+                42,
+            )
+        };
+        let (x, y) = (make(), make());
+        for _ in 0..10 {
+            assert_eq!(x.rank(1.0), y.rank(1.0));
+        }
+    }
+
+    #[test]
+    fn iterator_yields_backends_in_rank_order() {
+        let s = selection(
+            Algorithm::LeastLoad,
+            vec![
+                backend("a", 1, Some(90.0), 100.0),
+                backend("b", 2, Some(10.0), 100.0),
+            ],
+            1,
+        );
+        let mut it = s.iter(&request_key(5.0));
+        assert_eq!(it.next().unwrap().addr.to_string(), "127.0.0.1:2");
+        assert_eq!(it.next().unwrap().addr.to_string(), "127.0.0.1:1");
+        assert!(it.next().is_none());
+    }
+}

@@ -1,0 +1,495 @@
+//! The proxy: Pingora's `ProxyHttp` for charging requests.
+//!
+//! Request flow, phase by phase:
+//! 1. `request_filter` routes. `POST /charge` reads the whole body (at most 16 KiB, else
+//!    `413`; Pingora keeps it in its retry buffer so a retry can resend it), learns the
+//!    requested power (`x-charge-kw`, else the body's `power_kw`, else
+//!    `selection.default_request_kw`) and reserves it at the best substation. When none has
+//!    room the proxy answers `503` with `Retry-After` itself and sends nothing upstream.
+//!    `DELETE /charge/{id}` goes to the substation named in the session id. Anything else is
+//!    `404`/`405`: gridlb is never an open proxy, whatever the Host or URI says.
+//! 2. `upstream_peer` sends to the reserved substation; on a retry it reserves the next
+//!    candidate, never one this request already tried.
+//! 3. `upstream_response_filter` feeds the `x-substation-load` header to the load table and
+//!    only then releases the reservation (see `table.rs` for why that is exact). A `503` from
+//!    a substation (no capacity) becomes a retryable error, so the next candidate is tried.
+//! 4. `fail_to_connect` / `error_while_proxy` decide retries: a connect failure or a
+//!    capacity refusal always; an error on a reused keep-alive connection (the substation
+//!    went away between requests) too; nothing that may have been booked.
+//! 5. `fail_to_proxy` writes a JSON error; `logging` records metrics.
+
+use crate::grid::Grid;
+use crate::table::{Offer, Report, Reservation, SubstationState};
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use gridlb_protocol::{
+    CHARGE_KW_HEADER, ChargeRequest, ErrorBody, HeaderReport, LOAD_HEADER, MAX_CHARGE_BODY,
+    SUBSTATION_HEADER, parse_charge_kw,
+};
+use http::Method;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+/// Headers that describe one hop and must not be forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Not yet routed, or answered by the proxy itself.
+    None,
+    Charge,
+    Release,
+}
+
+impl Route {
+    fn label(self) -> &'static str {
+        match self {
+            Route::None => "other",
+            Route::Charge => "charge",
+            Route::Release => "release",
+        }
+    }
+}
+
+/// Per-request state.
+pub struct RequestCtx {
+    started: Instant,
+    route: Route,
+    kw: f64,
+    /// Reserved by `request_filter`, not yet sent.
+    pending: Option<Reservation>,
+    /// Sent and not yet answered; released when the answer (or an error) arrives.
+    in_flight: Option<Reservation>,
+    /// The substation of the current attempt (for `DELETE`, the session's owner).
+    target: Option<Arc<SubstationState>>,
+    tried: Vec<SocketAddr>,
+    /// The last attempt was refused by its substation for lack of capacity.
+    refused: bool,
+    /// The smallest `Retry-After` a refusing substation gave.
+    retry_after: Option<u64>,
+}
+
+pub struct GridProxy {
+    grid: Arc<Grid>,
+}
+
+impl GridProxy {
+    pub fn new(grid: Arc<Grid>) -> Self {
+        GridProxy { grid }
+    }
+
+    /// `Retry-After` for a refusal: what a substation said, else one probe interval (the
+    /// soonest the proxy can learn that power was freed), at least one second.
+    fn retry_after(&self, ctx: &RequestCtx) -> u64 {
+        ctx.retry_after
+            .unwrap_or_else(|| self.grid.config().probe.interval.as_secs_f64().ceil() as u64)
+            .max(1)
+    }
+
+    async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        ctx.route = Route::Charge;
+        let declared = session
+            .req_header()
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > MAX_CHARGE_BODY) {
+            return too_large(session).await;
+        }
+        session.as_mut().enable_retry_buffering();
+        let mut body = BytesMut::new();
+        while let Some(chunk) = session.read_request_body().await? {
+            if body.len() + chunk.len() > MAX_CHARGE_BODY {
+                return too_large(session).await;
+            }
+            body.extend_from_slice(&chunk);
+        }
+        ctx.kw = match session.req_header().headers.get(CHARGE_KW_HEADER) {
+            Some(value) => match value
+                .to_str()
+                .map_err(|_| ())
+                .and_then(|v| parse_charge_kw(v).map_err(|_| ()))
+            {
+                Ok(kw) => kw,
+                Err(()) => {
+                    let err = ErrorBody::new(
+                        format!(
+                            "{CHARGE_KW_HEADER} must be a finite number of kW greater than zero"
+                        ),
+                        Some(CHARGE_KW_HEADER.into()),
+                    );
+                    respond_json(session, 400, &[], err.to_json()).await?;
+                    return Ok(true);
+                }
+            },
+            None => ChargeRequest::peek_power(&body)
+                .unwrap_or(self.grid.config().selection.default_request_kw),
+        };
+        match self.grid.select(ctx.kw, &ctx.tried) {
+            Some(reservation) => {
+                ctx.pending = Some(reservation);
+                Ok(false)
+            }
+            None => {
+                self.grid.metrics.admission_refused("grid_full");
+                let err = ErrorBody::new(
+                    format!("no healthy substation has room for {} kW", ctx.kw),
+                    None,
+                );
+                let retry_after = self.retry_after(ctx).to_string();
+                respond_json(session, 503, &[("retry-after", retry_after)], err.to_json()).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// `DELETE /charge/{id}`: the id is `{substation}-{epoch}-{n}`.
+    async fn route_release(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        id: &str,
+    ) -> Result<bool> {
+        ctx.route = Route::Release;
+        let owner = id
+            .rsplitn(3, '-')
+            .nth(2)
+            .filter(|_| id.split('-').count() >= 3);
+        let snapshot = self.grid.snapshot();
+        match owner.and_then(|name| snapshot.find(name)) {
+            Some(sub) => {
+                ctx.target = Some(Arc::clone(&sub.state));
+                Ok(false)
+            }
+            None => {
+                let err = ErrorBody::new(format!("no substation owns session {id:?}"), None);
+                respond_json(session, 404, &[], err.to_json()).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    fn peer(&self, addr: SocketAddr) -> Box<HttpPeer> {
+        let upstream = &self.grid.config().upstream;
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        peer.options.connection_timeout = Some(upstream.connect_timeout);
+        peer.options.read_timeout = Some(upstream.read_timeout);
+        peer.options.write_timeout = Some(upstream.read_timeout);
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        Box::new(peer)
+    }
+
+    /// Feed the load header of an answer to the table.
+    fn learn(&self, state: &SubstationState, header: &ResponseHeader) {
+        let Some(value) = header.headers.get(LOAD_HEADER) else {
+            return;
+        };
+        let parsed = value
+            .to_str()
+            .map_err(|_| gridlb_protocol::ReportError::Malformed("header is not ASCII".into()))
+            .and_then(HeaderReport::parse);
+        match parsed {
+            Ok(report) => {
+                if state.offer(Report::from_header(&report, Instant::now())) == Offer::Stale {
+                    self.grid.metrics.report_stale(&state.name, "header");
+                }
+            }
+            Err(e) => self
+                .grid
+                .metrics
+                .report_rejected(&state.name, "header", e.reason()),
+        }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for GridProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            started: Instant::now(),
+            route: Route::None,
+            kw: 0.0,
+            pending: None,
+            in_flight: None,
+            target: None,
+            tried: Vec::new(),
+            refused: false,
+            retry_after: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().to_string();
+        match (path.as_str(), method) {
+            ("/charge", Method::POST) => self.admit(session, ctx).await,
+            ("/charge", _) => not_allowed(session, "POST").await,
+            (p, Method::DELETE) if p.starts_with("/charge/") => {
+                self.route_release(session, ctx, &p["/charge/".len()..])
+                    .await
+            }
+            (p, _) if p.starts_with("/charge/") => not_allowed(session, "DELETE").await,
+            (p, _) => {
+                let err = ErrorBody::new(
+                    format!(
+                        "no route for {p}; gridlb serves POST /charge and DELETE /charge/{{id}}"
+                    ),
+                    None,
+                );
+                respond_json(session, 404, &[], err.to_json()).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        if ctx.route == Route::Release {
+            let state = ctx.target.clone().ok_or_else(|| {
+                Error::explain(ErrorType::InternalError, "release without a target")
+            })?;
+            return Ok(self.peer(state.addr));
+        }
+        let reservation = match ctx.pending.take() {
+            Some(r) => r,
+            None => self.grid.select(ctx.kw, &ctx.tried).ok_or_else(|| {
+                Error::explain(
+                    ErrorType::HTTPStatus(503),
+                    "every substation with room was tried",
+                )
+            })?,
+        };
+        let state = Arc::clone(reservation.state());
+        ctx.tried.push(state.addr);
+        ctx.target = Some(Arc::clone(&state));
+        ctx.in_flight = Some(reservation);
+        Ok(self.peer(state.addr))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let listed: Vec<String> = upstream
+            .headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(',').map(|t| t.trim().to_ascii_lowercase()))
+            .collect();
+        for name in HOP_BY_HOP
+            .iter()
+            .copied()
+            .chain(listed.iter().map(String::as_str))
+        {
+            upstream.remove_header(name);
+        }
+        if let Some(ip) = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_string())
+        {
+            let forwarded = match upstream
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+            {
+                Some(prior) => format!("{prior}, {ip}"),
+                None => ip,
+            };
+            upstream.insert_header("x-forwarded-for", forwarded)?;
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(state) = ctx.target.clone() else {
+            return Ok(());
+        };
+        self.learn(&state, upstream);
+        // Released only now: the report just learnt (or a newer one) includes this request.
+        ctx.in_flight = None;
+        let status = upstream.status.as_u16();
+        if ctx.route == Route::Charge && status == 503 {
+            self.grid.metrics.substation_refused(&state.name);
+            let advised = upstream
+                .headers
+                .get(http::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+            ctx.retry_after = match (ctx.retry_after, advised) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            ctx.refused = true;
+            let mut e = Error::explain(
+                ErrorType::HTTPStatus(503),
+                format!("substation {} has no room", state.name),
+            );
+            e.set_retry(true);
+            return Err(e);
+        }
+        if ctx.route == Route::Charge && status == 201 {
+            state.routed.fetch_add(1, Relaxed);
+        }
+        upstream.insert_header(SUBSTATION_HEADER, state.name.as_str())?;
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        ctx.in_flight = None;
+        if ctx.route == Route::Charge {
+            // Nothing reached the substation: safe to try the next one.
+            e.set_retry(true);
+            self.grid.metrics.retry("connect");
+        }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        ctx.in_flight = None;
+        let mut e = e.more_context(format!("upstream {peer}"));
+        let replayable = ctx.route == Route::Charge && !session.as_ref().retry_buffer_truncated();
+        if std::mem::take(&mut ctx.refused) {
+            e.set_retry(replayable);
+            if replayable {
+                self.grid.metrics.retry("refused");
+            }
+        } else if replayable && client_reused {
+            // A keep-alive connection the substation had closed: the request was not read.
+            e.retry.decide_reuse(client_reused);
+            if e.retry() {
+                self.grid.metrics.retry("stale_connection");
+            }
+        } else {
+            e.set_retry(false);
+        }
+        e
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let (code, headers) = match e.etype() {
+            ErrorType::HTTPStatus(503) if ctx.route == Route::Charge => (
+                503,
+                vec![("retry-after", self.retry_after(ctx).to_string())],
+            ),
+            ErrorType::HTTPStatus(code) => (*code, vec![]),
+            _ if *e.esource() == ErrorSource::Downstream => (0, vec![]),
+            _ if *e.esource() == ErrorSource::Upstream => (502, vec![]),
+            _ => (500, vec![]),
+        };
+        if code == 503 && ctx.route == Route::Charge {
+            self.grid.metrics.admission_refused("all_refused");
+        }
+        if code > 0 {
+            let message = match code {
+                503 => format!("no substation could take {} kW: {e}", ctx.kw),
+                _ => format!("upstream failed: {e}"),
+            };
+            if let Err(write) = respond_json(
+                session,
+                code,
+                &headers,
+                ErrorBody::new(message, None).to_json(),
+            )
+            .await
+            {
+                log::debug!("cannot write the error answer: {write}");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(0);
+        let substation = match (&ctx.target, status) {
+            (Some(state), 200..=299 | 400..=499) => state.name.as_str(),
+            _ => "none",
+        };
+        self.grid
+            .metrics
+            .request(substation, status, ctx.route.label(), ctx.started.elapsed());
+    }
+}
+
+async fn respond_json(
+    session: &mut Session,
+    status: u16,
+    headers: &[(&'static str, String)],
+    body: Vec<u8>,
+) -> Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(headers.len() + 2))?;
+    resp.insert_header("content-type", "application/json")?;
+    resp.insert_header("content-length", body.len().to_string())?;
+    for (name, value) in headers {
+        resp.insert_header(*name, value.as_str())?;
+    }
+    session.write_response_header(Box::new(resp), false).await?;
+    session
+        .write_response_body(Some(Bytes::from(body)), true)
+        .await
+}
+
+async fn too_large(session: &mut Session) -> Result<bool> {
+    let err = ErrorBody::new(format!("body is larger than {MAX_CHARGE_BODY} bytes"), None);
+    // The rest of the body is not read: this connection cannot be reused.
+    session.set_keepalive(None);
+    respond_json(session, 413, &[], err.to_json()).await?;
+    Ok(true)
+}
+
+async fn not_allowed(session: &mut Session, allow: &'static str) -> Result<bool> {
+    let err = ErrorBody::new(format!("method not allowed; use {allow}"), None);
+    respond_json(session, 405, &[("allow", allow.to_string())], err.to_json()).await?;
+    Ok(true)
+}

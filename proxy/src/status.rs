@@ -1,0 +1,85 @@
+//! The `/status` document: what the proxy believes about each substation right now.
+//! The live status page and the demo's terminal table both render it.
+
+use crate::grid::{Grid, ReloadStatus};
+use serde::Serialize;
+use std::sync::atomic::Ordering::Relaxed;
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub algorithm: &'static str,
+    pub max_utilization: f64,
+    pub ready: bool,
+    pub substations: Vec<SubstationStatus>,
+    pub reload: ReloadStatus,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SubstationStatus {
+    pub name: String,
+    pub address: String,
+    pub weight: usize,
+    /// Passes its probes (Pingora's verdict).
+    pub healthy: bool,
+    pub draining: bool,
+    /// Healthy, not draining and reported: may be chosen when it has room.
+    pub eligible: bool,
+    pub probes: u64,
+    pub report: Option<ReportStatus>,
+    pub in_flight_kw: f64,
+    /// (reported load + in-flight power) / capacity; null without a report.
+    pub utilization: Option<f64>,
+    pub sessions_routed: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReportStatus {
+    pub epoch: u64,
+    pub seq: u64,
+    pub load_kw: f64,
+    pub capacity_kw: f64,
+    pub active_sessions: Option<u64>,
+    pub age_s: f64,
+}
+
+impl Status {
+    pub fn of(grid: &Grid) -> Status {
+        let snapshot = grid.snapshot();
+        let substations = snapshot
+            .substations
+            .iter()
+            .map(|sub| {
+                let state = &sub.state;
+                let report = state.report().map(|r| ReportStatus {
+                    epoch: r.version.epoch,
+                    seq: r.version.seq,
+                    load_kw: r.load_kw,
+                    capacity_kw: r.capacity_kw,
+                    active_sessions: r.active_sessions,
+                    age_s: r.received_at.elapsed().as_secs_f64(),
+                });
+                let healthy = state.is_healthy();
+                SubstationStatus {
+                    name: sub.config.name.clone(),
+                    address: sub.config.address.clone(),
+                    weight: sub.config.weight,
+                    healthy,
+                    draining: state.is_draining(),
+                    eligible: healthy && !state.is_draining() && report.is_some(),
+                    probes: state.probes(),
+                    report,
+                    in_flight_kw: state.in_flight_kw(),
+                    utilization: state.utilization_with(0.0),
+                    sessions_routed: state.routed.load(Relaxed),
+                }
+            })
+            .collect();
+        Status {
+            algorithm: snapshot.config.selection.algorithm.as_str(),
+            max_utilization: snapshot.config.selection.max_utilization,
+            ready: grid.unprobed().is_empty(),
+            substations,
+            reload: grid.reload_status(),
+        }
+    }
+}
