@@ -225,7 +225,13 @@ impl Config {
             } else {
                 path
             };
-            ConfigError::new(path, e.inner().to_string())
+            // serde_yaml prefixes its message with the parent's path: say it once.
+            let message = e.inner().to_string();
+            let message = match message.split_once(": ") {
+                Some((head, rest)) if path.starts_with(head) => rest.to_string(),
+                _ => message,
+            };
+            ConfigError::new(path, message)
         })?;
         validate(file)
     }
@@ -503,10 +509,10 @@ selection: { algorithm: p2c, max_utilization: 0.9, default_request_kw: 11 }
     #[test]
     fn unknown_key_is_an_error_that_names_its_path() {
         let e = err(&with("weight: 2", "wieght: 2"));
-        assert_eq!(e.path, "substations[1]");
-        assert!(e.message.contains("wieght"), "{e}");
+        assert_eq!(e.path, "substations[1].wieght");
+        assert!(e.message.contains("unknown field"), "{e}");
         let e = err(&with("interval_ms: 500", "interval: 500"));
-        assert_eq!(e.path, "probe");
+        assert_eq!(e.path, "probe.interval");
     }
 
     #[test]
