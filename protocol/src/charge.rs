@@ -57,7 +57,7 @@ impl ChargeRequest {
                 limit: crate::MAX_CHARGE_BODY,
             });
         }
-        let request: ChargeRequest = serde_json::from_slice(body).map_err(shape_error)?;
+        let request: ChargeRequest = from_json(body)?;
         if request.vehicle_id.is_empty() || request.vehicle_id.chars().count() > 128 {
             return Err(ChargeError::BadVehicleId);
         }
@@ -84,7 +84,7 @@ impl ChargeRequest {
         struct Peek {
             power_kw: f64,
         }
-        let peek: Peek = serde_json::from_slice(body).map_err(shape_error)?;
+        let peek: Peek = from_json(body)?;
         positive("power_kw", peek.power_kw)?;
         Ok(peek.power_kw)
     }
@@ -111,21 +111,27 @@ fn positive(field: &'static str, value: f64) -> Result<(), ChargeError> {
     }
 }
 
-/// Turn serde's message into an error that names the field where serde knows it.
-fn shape_error(e: serde_json::Error) -> ChargeError {
-    let message = e.to_string();
-    let field = ["vehicle_id", "power_kw", "duration_s"]
-        .into_iter()
-        .find(|f| message.contains(&format!("`{f}`")))
-        .map(str::to_string)
-        .or_else(|| {
-            // "unknown field `x`, expected ..." names the offending key first.
+/// Deserialize, naming the field at fault where there is one (also for a wrong type, which
+/// serde's own message does not name).
+fn from_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ChargeError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let message = e.inner().to_string();
+        let path = e.path().to_string();
+        // A top-level key; not "." (the whole body), "?" (unknown) or "[0]" (not an object).
+        let is_key =
+            !path.is_empty() && path.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        let field = if is_key {
+            Some(path)
+        } else {
+            // "missing field `x`" and "unknown field `x`" name it in the message.
             message
-                .strip_prefix("unknown field `")
-                .and_then(|rest| rest.split('`').next())
+                .split_once("field `")
+                .and_then(|(_, rest)| rest.split('`').next())
                 .map(str::to_string)
-        });
-    ChargeError::Shape { field, message }
+        };
+        ChargeError::Shape { field, message }
+    })
 }
 
 /// The `201` answer to an accepted charge request.

@@ -8,6 +8,7 @@
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /` | the live status page (one self-contained HTML file, no CDN) |
 //! | `POST /reload` | re-read the config file; JSON result, with the error and its key path on failure |
+//! | `POST /substations/{name}/drain`, `.../undrain` | stop (resume) new sessions to a substation; it is still probed and shown; holds across reloads |
 //!
 //! When a token is configured (`admin.token_env`), every mutating route needs
 //! `Authorization: Bearer <token>`, compared in constant time.
@@ -65,6 +66,31 @@ impl AdminApp {
         }
     }
 
+    /// `/substations/{name}/drain` or `/substations/{name}/undrain`.
+    async fn drain(&self, path: &str) -> Response<Vec<u8>> {
+        let rest = &path["/substations/".len()..];
+        let (name, drain) = match rest.rsplit_once('/') {
+            Some((name, "drain")) => (name, true),
+            Some((name, "undrain")) => (name, false),
+            _ => {
+                return json_response(
+                    StatusCode::NOT_FOUND,
+                    &json!({"error": format!("no admin route {path}")}),
+                );
+            }
+        };
+        match self.grid.set_admin_drain(name, drain).await {
+            Some(draining) => json_response(
+                StatusCode::OK,
+                &json!({"substation": name, "admin_drain": drain, "draining": draining}),
+            ),
+            None => json_response(
+                StatusCode::NOT_FOUND,
+                &json!({"error": format!("no substation {name:?}")}),
+            ),
+        }
+    }
+
     fn ready(&self) -> Response<Vec<u8>> {
         let waiting = self.grid.unprobed();
         let code = if waiting.is_empty() {
@@ -100,6 +126,10 @@ impl ServeHttp for AdminApp {
             ),
             (Method::POST, "/reload") if !self.authorized(session) => unauthorized(),
             (Method::POST, "/reload") => self.reload().await,
+            (Method::POST, p) if p.starts_with("/substations/") && !self.authorized(session) => {
+                unauthorized()
+            }
+            (Method::POST, p) if p.starts_with("/substations/") => self.drain(p).await,
             (_, "/healthz" | "/readyz" | "/status" | "/metrics" | "/") => json_response(
                 StatusCode::METHOD_NOT_ALLOWED,
                 &json!({"error": "method not allowed; use GET"}),

@@ -72,6 +72,10 @@ pub struct Grid {
     reload: Mutex<ReloadStatus>,
     /// Serialises reloads (file watch, SIGHUP and the admin API may race).
     reload_lock: tokio::sync::Mutex<()>,
+    /// Wakes the probe schedule early (a reload added substations).
+    probe_now: tokio::sync::Notify,
+    /// Becomes true when the first probe round has completed.
+    first_round: tokio::sync::watch::Sender<bool>,
 }
 
 impl Grid {
@@ -109,6 +113,8 @@ impl Grid {
             config_path,
             reload: Mutex::new(ReloadStatus::default()),
             reload_lock: tokio::sync::Mutex::new(()),
+            probe_now: tokio::sync::Notify::new(),
+            first_round: tokio::sync::watch::Sender::new(false),
         })
     }
 
@@ -227,15 +233,61 @@ impl Grid {
                 .iter()
                 .any(|n| Arc::ptr_eq(&n.state, &o.state))
         }) {
-            gone.state.set_draining(true);
+            gone.state.set_removed();
             self.metrics.forget(&gone.config.name);
         }
+        let added = next.substations.iter().any(|n| {
+            !old.substations
+                .iter()
+                .any(|o| Arc::ptr_eq(&n.state, &o.state))
+        });
         self.selector
             .settings
             .store(Arc::new(next.config.selection.clone()));
         self.snapshot.store(Arc::new(next));
         self.update_membership().await;
+        if added {
+            // Probe the newcomers now rather than at the next tick.
+            self.probe_now.notify_one();
+        }
         log::info!("config applied: {}", describe(&self.snapshot.load()));
+    }
+
+    /// Drain (or undrain) a substation by name from the admin API. This holds across
+    /// reloads until undone; `drain: true` in the config is a separate, equal reason.
+    pub async fn set_admin_drain(&self, name: &str, drain: bool) -> Option<bool> {
+        let state = Arc::clone(&self.snapshot.load().find(name)?.state);
+        state.set_admin_drain(drain);
+        self.update_membership().await;
+        log::info!(
+            "substation {name}: {} by the admin API",
+            if drain { "drained" } else { "undrained" }
+        );
+        Some(state.is_draining())
+    }
+
+    /// Resolves when the probe schedule should run early.
+    pub async fn probe_requested(&self) {
+        self.probe_now.notified().await
+    }
+
+    /// Mark the first probe round done.
+    pub fn first_round_done(&self) {
+        self.first_round.send_replace(true);
+    }
+
+    /// Wait (at most `limit`) for the first probe round, so that a process that has just
+    /// started (or taken over in a graceful upgrade) does not refuse a request for want of
+    /// reports it is about to have.
+    pub async fn wait_first_round(&self, limit: std::time::Duration) -> bool {
+        let mut rx = self.first_round.subscribe();
+        tokio::time::timeout(limit, rx.wait_for(|done| *done))
+            .await
+            .is_ok()
+    }
+
+    pub fn has_probed(&self) -> bool {
+        *self.first_round.borrow()
     }
 
     /// Run discovery now, logging a failure (Pingora drops it silently otherwise).
@@ -285,7 +337,7 @@ fn build_snapshot(config: Arc<Config>, previous: &[Substation]) -> Snapshot {
                 .find(|p| p.config.name == sc.name && p.config.addr == sc.addr)
                 .map(|p| Arc::clone(&p.state))
                 .unwrap_or_else(|| SubstationState::new(&sc.name, sc.addr));
-            state.set_draining(sc.drain);
+            state.set_config_drain(sc.drain);
             Substation {
                 config: sc.clone(),
                 state,

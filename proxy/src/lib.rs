@@ -7,7 +7,7 @@
 //! - [`selection`]: Pingora `BackendSelection` with least-load, p2c and baselines;
 //! - [`probe`]: the load probe, a Pingora `HealthCheck` that reads `GET /load`;
 //! - [`discovery`]: Pingora `ServiceDiscovery` from the config (membership and drain);
-//! - [`grid`]: the shared run-time state and reloads;
+//! - [`grid`]: the shared run-time state and reloads; [`reload`]: file watch and SIGHUP;
 //! - [`service`]: the `ProxyHttp` implementation (admission, retries, headers);
 //! - [`admin`] and [`status`]: the admin API; [`metrics`]: every Prometheus family;
 //! - [`server`]: wiring into a Pingora server; [`demo`]: `gridlb demo`.
@@ -20,6 +20,7 @@ pub mod discovery;
 pub mod grid;
 pub mod metrics;
 pub mod probe;
+pub mod reload;
 pub mod selection;
 pub mod server;
 pub mod service;

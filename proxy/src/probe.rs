@@ -219,10 +219,12 @@ impl BackgroundService for ProbeService {
                 _ = self.grid.load_balancer().backends().run_health_check(true) => {}
                 _ = shutdown.changed() => return,
             }
+            self.grid.first_round_done();
             let interval = self.grid.config().probe.interval;
             let rest = interval.saturating_sub(round.elapsed());
             tokio::select! {
                 _ = tokio::time::sleep(rest) => {}
+                _ = self.grid.probe_requested() => {}
                 _ = shutdown.changed() => return,
             }
         }

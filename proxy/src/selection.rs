@@ -346,7 +346,7 @@ mod tests {
             ],
             1,
         );
-        s.state(0).set_draining(true);
+        s.state(0).set_config_drain(true);
         s.state(1).set_healthy(false);
         assert_eq!(names(&s, 1.0), ["c"]);
     }

@@ -1,11 +1,13 @@
 //! Assembly of the Pingora server: the proxy service on `listen`, the admin app on
-//! `admin.listen`, and the probe schedule as a background service.
+//! `admin.listen`, the probe schedule and (with a config file) the reload triggers as
+//! background services.
 
 use crate::admin::AdminApp;
 use crate::config::Config;
 use crate::grid::Grid;
 use crate::metrics::Metrics;
 use crate::probe::ProbeService;
+use crate::reload::ReloadService;
 use crate::selection::Rng;
 use crate::service::GridProxy;
 use pingora_core::server::Server;
@@ -58,7 +60,7 @@ pub fn build(
 
     let listen = config.listen.to_string();
     let admin_listen = config.admin.listen.to_string();
-    let grid = Grid::new(config, config_path, metrics, Rng::from_entropy());
+    let grid = Grid::new(config, config_path.clone(), metrics, Rng::from_entropy());
 
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
@@ -78,5 +80,14 @@ pub fn build(
     server.add_service(proxy);
     server.add_service(admin);
     server.add_service(probe);
+    if let Some(path) = config_path {
+        server.add_service(background_service(
+            "gridlb reload",
+            ReloadService {
+                grid: Arc::clone(&grid),
+                path,
+            },
+        ));
+    }
     (server, grid)
 }

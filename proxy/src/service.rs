@@ -140,7 +140,16 @@ impl GridProxy {
             None => ChargeRequest::peek_power(&body)
                 .unwrap_or(self.grid.config().selection.default_request_kw),
         };
-        match self.grid.select(ctx.kw, &ctx.tried) {
+        let mut chosen = self.grid.select(ctx.kw, &ctx.tried);
+        if chosen.is_none() && !self.grid.has_probed() {
+            // Just started (or just took over in an upgrade): the first reports are moments
+            // away; refusing now would turn a restart into failed requests.
+            let limit = self.grid.config().probe.timeout * 2;
+            if self.grid.wait_first_round(limit).await {
+                chosen = self.grid.select(ctx.kw, &ctx.tried);
+            }
+        }
+        match chosen {
             Some(reservation) => {
                 ctx.pending = Some(reservation);
                 Ok(false)
@@ -452,8 +461,10 @@ impl ProxyHttp for GridProxy {
             .response_written()
             .map(|r| r.status.as_u16())
             .unwrap_or(0);
+        // A substation removed from the config keeps no series (its requests in flight
+        // when it left count under "none").
         let substation = match (&ctx.target, status) {
-            (Some(state), 200..=299 | 400..=499) => state.name.as_str(),
+            (Some(state), 200..=299 | 400..=499) if !state.is_removed() => state.name.as_str(),
             _ => "none",
         };
         self.grid

@@ -24,6 +24,8 @@ pub struct SubstationStatus {
     pub draining: bool,
     /// Healthy, not draining and reported: may be chosen when it has room.
     pub eligible: bool,
+    /// Pingora's own verdict: enabled (not draining) and healthy.
+    pub ready: bool,
     pub probes: u64,
     pub report: Option<ReportStatus>,
     pub in_flight_kw: f64,
@@ -66,6 +68,7 @@ impl Status {
                     healthy,
                     draining: state.is_draining(),
                     eligible: healthy && !state.is_draining() && report.is_some(),
+                    ready: grid.is_ready(sub),
                     probes: state.probes(),
                     report,
                     in_flight_kw: state.in_flight_kw(),

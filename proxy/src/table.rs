@@ -85,7 +85,12 @@ pub struct SubstationState {
     /// Mirrors Pingora's health verdict (set by the probe on every flip); starts healthy as
     /// Pingora's does. Selection still consults Pingora's own readiness.
     healthy: AtomicBool,
-    draining: AtomicBool,
+    /// Draining because the config says `drain: true`.
+    drain_config: AtomicBool,
+    /// Draining because an operator said so on the admin API (survives reloads).
+    drain_admin: AtomicBool,
+    /// Left the config: no new requests while its in-flight ones finish.
+    removed: AtomicBool,
     /// Probes that have completed, good or bad.
     probes: AtomicU64,
     /// Sessions this proxy routed here that the substation accepted.
@@ -100,7 +105,9 @@ impl SubstationState {
             report: ArcSwapOption::empty(),
             in_flight_milli_kw: AtomicU64::new(0),
             healthy: AtomicBool::new(true),
-            draining: AtomicBool::new(false),
+            drain_config: AtomicBool::new(false),
+            drain_admin: AtomicBool::new(false),
+            removed: AtomicBool::new(false),
             probes: AtomicU64::new(0),
             routed: AtomicU64::new(0),
         })
@@ -164,12 +171,31 @@ impl SubstationState {
         self.healthy.store(healthy, Relaxed)
     }
 
+    /// Takes no new sessions: drained by config or by an operator, or removed.
     pub fn is_draining(&self) -> bool {
-        self.draining.load(Relaxed)
+        self.drain_config.load(Relaxed)
+            || self.drain_admin.load(Relaxed)
+            || self.removed.load(Relaxed)
     }
 
-    pub fn set_draining(&self, draining: bool) {
-        self.draining.store(draining, Relaxed)
+    pub fn set_config_drain(&self, drain: bool) {
+        self.drain_config.store(drain, Relaxed)
+    }
+
+    pub fn set_admin_drain(&self, drain: bool) {
+        self.drain_admin.store(drain, Relaxed)
+    }
+
+    pub fn is_admin_drained(&self) -> bool {
+        self.drain_admin.load(Relaxed)
+    }
+
+    pub fn set_removed(&self) {
+        self.removed.store(true, Relaxed)
+    }
+
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(Relaxed)
     }
 
     pub fn record_probe(&self) {

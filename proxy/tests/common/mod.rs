@@ -106,6 +106,68 @@ impl Proxy {
         }
     }
 
+    /// The config text for these listen addresses, `subs` and `extra` YAML.
+    pub fn yaml(&self, subs: &[(&str, SocketAddr)], extra: &str) -> String {
+        format!(
+            "listen: \"{}\"\nadmin: {{ listen: \"{}\" }}\nsubstations:\n{}{extra}\n",
+            self.listen,
+            self.admin,
+            substation_lines(subs)
+        )
+    }
+
+    /// Replace the config file (atomically, as an editor or Kubernetes would).
+    pub fn write_config(&self, text: &str) {
+        let tmp = self.config_path.with_extension("tmp");
+        std::fs::write(&tmp, text).expect("write config");
+        std::fs::rename(&tmp, &self.config_path).expect("replace config");
+    }
+
+    pub async fn reload(&self) -> Answer {
+        self.admin_post("/reload").await
+    }
+
+    pub async fn admin_post(&self, path: &str) -> Answer {
+        self.client
+            .request(self.admin, "POST", path, &[], b"")
+            .await
+            .expect("admin answers")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Send a signal (`"HUP"`, `"QUIT"`, ...) to the process.
+    pub fn signal(&self, name: &str) {
+        signal(self.child.id(), name);
+    }
+
+    /// Start a second gridlb on the same config with `--upgrade`, to take over this one's
+    /// sockets once this one gets SIGQUIT.
+    pub fn spawn_upgrade(&self) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_gridlb"))
+            .arg("--config")
+            .arg(&self.config_path)
+            .args(["--threads", "2", "--upgrade"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the upgrading gridlb")
+    }
+
+    /// Wait for the process to exit (after SIGQUIT, say); false if it is still running.
+    pub fn wait_exit(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
@@ -149,6 +211,15 @@ impl Drop for Proxy {
         let _ = std::fs::remove_file(&self.config_path);
         let _ = std::fs::remove_file(&self.log_path);
     }
+}
+
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{name} {pid} failed");
 }
 
 /// The value of one series in a Prometheus text page (0 when absent).

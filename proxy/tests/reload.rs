@@ -1,0 +1,479 @@
+//! Hot reload end to end: the real `gridlb` binary, its config file rewritten under load.
+
+mod common;
+
+use common::{Proxy, book_direct, entry, metric, substation};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+const PROBES: &str =
+    "probe: { interval_ms: 200, timeout_ms: 150, unhealthy_after: 1, healthy_after: 1 }\n";
+
+/// Sessions sent through the proxy until `stop`, 4 at a time; returns every non-201 answer.
+fn steady_load(
+    proxy: Arc<Proxy>,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<(u32, Vec<String>)> {
+    tokio::spawn(async move {
+        let mut workers = Vec::new();
+        for w in 0..4 {
+            let (proxy, stop) = (Arc::clone(&proxy), Arc::clone(&stop));
+            workers.push(tokio::spawn(async move {
+                let (mut sent, mut failures) = (0u32, Vec::new());
+                // Bounded: at most 30 s or 20,000 requests per worker.
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while !stop.load(Relaxed) && Instant::now() < deadline && sent < 20_000 {
+                    sent += 1;
+                    let a = proxy.charge(&format!("w{w}-{sent}"), 1.0, 1.0).await;
+                    if a.status != 201 {
+                        failures.push(format!("{} {}", a.status, String::from_utf8_lossy(&a.body)));
+                    }
+                }
+                (sent, failures)
+            }));
+        }
+        let mut total = (0, Vec::new());
+        for w in workers {
+            let (sent, failures) = w.await.expect("worker");
+            total.0 += sent;
+            total.1.extend(failures);
+        }
+        total
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dozens_of_reloads_under_load_fail_no_request() {
+    // Big substations with short sessions (time scale 1000): the grid never fills.
+    let s: Vec<substation::Server> = vec![
+        substation("s1", 100_000.0, 1000.0).await,
+        substation("s2", 100_000.0, 1000.0).await,
+        substation("s3", 100_000.0, 1000.0).await,
+        substation("s4", 100_000.0, 1000.0).await,
+    ];
+    let base = [("s1", s[0].addr), ("s2", s[1].addr), ("s3", s[2].addr)];
+    let with4 = [
+        ("s1", s[0].addr),
+        ("s2", s[1].addr),
+        ("s3", s[2].addr),
+        ("s4", s[3].addr),
+    ];
+    let proxy = Arc::new(Proxy::start(&base, PROBES).await);
+    let p = &proxy;
+    let weights = format!(
+        "listen: \"{}\"\nadmin: {{ listen: \"{}\" }}\nsubstations:\n  - {{ name: s1, address: \"{}\", weight: 5 }}\n  - {{ name: s2, address: \"{}\" }}\n  - {{ name: s3, address: \"{}\", weight: 2 }}\n{PROBES}",
+        p.listen, p.admin, s[0].addr, s[1].addr, s[2].addr
+    );
+    let valid: Vec<String> = vec![
+        p.yaml(&with4, PROBES),
+        p.yaml(&base, PROBES),
+        weights.clone(),
+        p.yaml(&base, &format!("{PROBES}selection: {{ algorithm: p2c }}")),
+        p.yaml(
+            &base,
+            &format!("{PROBES}selection: {{ algorithm: round-robin }}"),
+        ),
+        p.yaml(
+            &base,
+            &format!("{PROBES}selection: {{ algorithm: random }}"),
+        ),
+        weights.replace("weight: 2 }", "weight: 2, drain: true }"),
+        p.yaml(
+            &with4,
+            &format!("{PROBES}selection: {{ algorithm: least-load, max_utilization: 0.9 }}"),
+        ),
+    ];
+    let invalid: Vec<String> = vec![
+        "listen: [not closed".to_string(),
+        p.yaml(&base, PROBES).replace("probe:", "prob:"),
+        p.yaml(&base, PROBES)
+            .replace(&s[1].addr.to_string(), "nowhere:port"),
+        p.yaml(&base, PROBES).replace("name: s2", "name: s1"),
+        format!(
+            "listen: \"{}\"\nadmin: {{ listen: \"{}\" }}\nsubstations: []\n",
+            p.listen, p.admin
+        ),
+        p.yaml(
+            &base,
+            &format!("{PROBES}selection: {{ max_utilization: 1.5 }}"),
+        ),
+    ];
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = steady_load(Arc::clone(&proxy), Arc::clone(&stop));
+    let (mut ok, mut refused) = (0, 0);
+    for round in 0..4 {
+        for (i, text) in valid.iter().enumerate() {
+            proxy.write_config(text);
+            let a = proxy.reload().await;
+            assert_eq!(
+                a.status,
+                200,
+                "round {round}, valid config {i}: {:?}",
+                a.json()
+            );
+            ok += 1;
+            if i % 2 == 0 {
+                let bad = &invalid[(round * valid.len() + i) / 2 % invalid.len()];
+                proxy.write_config(bad);
+                let a = proxy.reload().await;
+                assert_eq!(a.status, 422, "invalid config accepted: {bad}");
+                assert!(
+                    a.json()["path"].is_string(),
+                    "the answer names the key: {:?}",
+                    a.json()
+                );
+                refused += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+    }
+    stop.store(true, Relaxed);
+    let (sent, failures) = load.await.expect("load task");
+    eprintln!(
+        "{sent} sessions through {ok} valid and {refused} invalid reloads, {} failed",
+        failures.len()
+    );
+    assert!(ok + refused >= 48, "dozens of reloads");
+    assert!(sent > 100, "the load was steady ({sent} sessions)");
+    assert!(
+        failures.is_empty(),
+        "{} of {sent} requests failed during {ok} good and {refused} bad reloads: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    let page = proxy.metrics().await;
+    assert!(metric(&page, "gridlb_config_reloads_total{result=\"success\"}") >= ok as f64);
+    assert!(metric(&page, "gridlb_config_reloads_total{result=\"failure\"}") >= refused as f64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn added_substation_takes_sessions_within_two_probe_intervals() {
+    let s = [
+        substation("s1", 100.0, 1.0).await,
+        substation("s2", 100.0, 1.0).await,
+    ];
+    let probes = "probe: { interval_ms: 500, timeout_ms: 200 }\n";
+    let proxy = Proxy::start(&[("s1", s[0].addr)], probes).await;
+    assert_eq!(book_direct(s[0].addr, 50.0).await.status, 201);
+    proxy.write_config(&proxy.yaml(&[("s1", s[0].addr), ("s2", s[1].addr)], probes));
+    let reloaded = Instant::now();
+    assert_eq!(proxy.reload().await.status, 200);
+    loop {
+        let a = proxy.charge("ev", 1.0, 600.0).await;
+        assert_eq!(a.status, 201);
+        if a.header("x-gridlb-substation") == Some("s2") {
+            break;
+        }
+        assert!(
+            reloaded.elapsed() < Duration::from_secs(1),
+            "s2 took no session within two probe intervals"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn routed_to(proxy: &Proxy, n: usize) -> Vec<String> {
+    let mut names = Vec::new();
+    for i in 0..n {
+        let a = proxy.charge(&format!("ev-{i}"), 1.0, 600.0).await;
+        assert_eq!(a.status, 201, "{:?}", a.json());
+        names.push(a.header("x-gridlb-substation").unwrap_or("?").to_string());
+    }
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drained_and_removed_substations_take_no_new_sessions() {
+    let s = [
+        substation("s1", 1000.0, 1.0).await,
+        substation("s2", 1000.0, 1.0).await,
+    ];
+    let both = [("s1", s[0].addr), ("s2", s[1].addr)];
+    let proxy = Proxy::start(&both, PROBES).await;
+    assert!(routed_to(&proxy, 20).await.contains(&"s2".to_string()));
+
+    // Drained on the admin API: still probed and shown, no new sessions; holds across a reload.
+    let a = proxy.admin_post("/substations/s2/drain").await;
+    assert_eq!(a.status, 200, "{:?}", a.json());
+    let probes_before = entry(&proxy.status().await, "s2")["probes"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(!routed_to(&proxy, 20).await.contains(&"s2".to_string()));
+    assert_eq!(proxy.reload().await.status, 200);
+    assert!(!routed_to(&proxy, 10).await.contains(&"s2".to_string()));
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let status = proxy.status().await;
+    assert_eq!(entry(&status, "s2")["draining"], true);
+    assert!(
+        entry(&status, "s2")["probes"].as_u64().unwrap_or(0) > probes_before,
+        "a drained substation is still probed"
+    );
+    assert_eq!(
+        proxy.admin_post("/substations/s2/undrain").await.status,
+        200
+    );
+    assert!(routed_to(&proxy, 20).await.contains(&"s2".to_string()));
+    assert_eq!(
+        proxy.admin_post("/substations/nope/drain").await.status,
+        404
+    );
+
+    // Drained by config.
+    proxy.write_config(&proxy.yaml(&both, PROBES).replace(
+        &format!("address: \"{}\" }}", s[1].addr),
+        &format!("address: \"{}\", drain: true }}", s[1].addr),
+    ));
+    assert_eq!(proxy.reload().await.status, 200);
+    assert!(!routed_to(&proxy, 20).await.contains(&"s2".to_string()));
+
+    // Removed: gone from /status and from /metrics.
+    proxy.write_config(&proxy.yaml(&both[..1], PROBES));
+    assert_eq!(proxy.reload().await.status, 200);
+    assert!(!routed_to(&proxy, 20).await.contains(&"s2".to_string()));
+    let status = proxy.status().await;
+    assert_eq!(status["substations"].as_array().map(Vec::len), Some(1));
+    assert!(
+        !proxy.metrics().await.contains("substation=\"s2\""),
+        "series of a removed substation remain"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_file_leaves_routing_exactly_as_it_was() {
+    let s = [
+        substation("s1", 1000.0, 1.0).await,
+        substation("s2", 1000.0, 1.0).await,
+    ];
+    let subs = [("s1", s[0].addr), ("s2", s[1].addr)];
+    let proxy = Proxy::start(
+        &subs,
+        &format!("{PROBES}selection: {{ algorithm: round-robin }}"),
+    )
+    .await;
+    let shape = |status: &serde_json::Value| {
+        let subs: Vec<_> = status["substations"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|s| {
+                        (
+                            s["name"].clone(),
+                            s["address"].clone(),
+                            s["weight"].clone(),
+                            s["draining"].clone(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        (
+            status["algorithm"].clone(),
+            status["max_utilization"].clone(),
+            subs,
+        )
+    };
+    let before = shape(&proxy.status().await);
+    proxy.write_config(&proxy.yaml(&subs, PROBES).replace(
+        &format!("name: s2, address: \"{}\"", s[1].addr),
+        "name: s2, address: \"x:y\"",
+    ));
+    let a = proxy.reload().await;
+    assert_eq!(a.status, 422);
+    assert_eq!(a.json()["path"], "substations[1].address");
+    let status = proxy.status().await;
+    assert_eq!(shape(&status), before, "an invalid file changed the grid");
+    assert!(
+        status["reload"]["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("substations[1].address")
+    );
+    // Round-robin still alternates over both.
+    let names = routed_to(&proxy, 10).await;
+    assert_eq!(names.iter().filter(|n| *n == "s1").count(), 5, "{names:?}");
+    assert!(
+        proxy.log().contains("substations[1].address"),
+        "a log line names the problem"
+    );
+    assert_eq!(
+        metric(
+            &proxy.metrics().await,
+            "gridlb_config_reloads_total{result=\"failure\"}"
+        ),
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weight_change_keeps_health_and_report() {
+    let s = [
+        substation("s1", 1000.0, 1.0).await,
+        substation("s2", 1000.0, 1.0).await,
+    ];
+    let dead: SocketAddr = common::free_port();
+    let subs = [("s1", s[0].addr), ("s2", s[1].addr), ("down", dead)];
+    let slow =
+        "probe: { interval_ms: 300, timeout_ms: 100, unhealthy_after: 1, healthy_after: 1 }\n";
+    let proxy = Proxy::start(&subs, slow).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let before = proxy.status().await;
+    assert_eq!(
+        entry(&before, "down")["ready"],
+        false,
+        "a substation nobody listens at is not ready"
+    );
+    let seq_before = entry(&before, "s1")["report"]["seq"].clone();
+    proxy.write_config(&proxy.yaml(&subs, slow).replace(
+        &format!("address: \"{dead}\" }}"),
+        &format!("address: \"{dead}\", weight: 3 }}"),
+    ));
+    assert_eq!(proxy.reload().await.status, 200);
+    let after = proxy.status().await;
+    assert_eq!(entry(&after, "down")["weight"], 3);
+    assert_eq!(
+        entry(&after, "down")["ready"],
+        false,
+        "a weight change made a dead substation healthy"
+    );
+    assert_eq!(
+        entry(&after, "s1")["report"]["seq"],
+        seq_before,
+        "the report survived the reload"
+    );
+    assert_eq!(entry(&after, "s1")["ready"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_change_and_sighup_reload_without_an_api_call() {
+    let s = [substation("s1", 1000.0, 1.0).await];
+    let proxy = Proxy::start(&[("s1", s[0].addr)], PROBES).await;
+    proxy.write_config(&proxy.yaml(
+        &[("s1", s[0].addr)],
+        &format!("{PROBES}selection: {{ algorithm: p2c }}"),
+    ));
+    wait_for(&proxy, |st| st["algorithm"] == "p2c").await;
+
+    // SIGHUP: the log says which trigger reloaded.
+    proxy.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !proxy.log().contains("config reload (SIGHUP)") {
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not reload:\n{}",
+            proxy.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        proxy.charge("ev", 1.0, 60.0).await.status,
+        201,
+        "the process survived SIGHUP"
+    );
+}
+
+async fn wait_for(proxy: &Proxy, done: impl Fn(&serde_json::Value) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if done(&proxy.status().await) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the file change was not applied:\n{}",
+            proxy.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_addresses_cannot_change_at_run_time() {
+    let s = [substation("s1", 1000.0, 1.0).await];
+    let proxy = Proxy::start(&[("s1", s[0].addr)], PROBES).await;
+    let moved = proxy
+        .yaml(&[("s1", s[0].addr)], PROBES)
+        .replace(&proxy.listen.to_string(), &common::free_port().to_string());
+    proxy.write_config(&moved);
+    let a = proxy.reload().await;
+    assert_eq!(a.status, 422);
+    assert_eq!(a.json()["path"], "listen");
+    assert!(
+        a.json()["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("cannot change"),
+        "{:?}",
+        a.json()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_upgrade_under_load_fails_no_request() {
+    let s = [
+        substation("s1", 100_000.0, 1000.0).await,
+        substation("s2", 100_000.0, 1000.0).await,
+    ];
+    let mut old = Proxy::start(&[("s1", s[0].addr), ("s2", s[1].addr)], PROBES).await;
+    let listen = old.listen;
+    let stop = Arc::new(AtomicBool::new(false));
+    // Fresh connections (`Connection: close`): a kept-alive connection to the old process
+    // may be closed by it between two requests, which is the client's race, not a failure.
+    let load = {
+        let stop = Arc::clone(&stop);
+        tokio::spawn(async move {
+            let client = common::client();
+            let (mut sent, mut failures) = (0u32, Vec::new());
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !stop.load(Relaxed) && Instant::now() < deadline {
+                sent += 1;
+                let body = format!(r#"{{"vehicle_id":"up-{sent}","power_kw":1,"duration_s":1}}"#);
+                match client
+                    .request(
+                        listen,
+                        "POST",
+                        "/charge",
+                        &[("connection", "close")],
+                        body.as_bytes(),
+                    )
+                    .await
+                {
+                    Ok(a) if a.status == 201 => {}
+                    Ok(a) => {
+                        failures.push(format!("{} {}", a.status, String::from_utf8_lossy(&a.body)))
+                    }
+                    Err(e) => failures.push(e.to_string()),
+                }
+            }
+            (sent, failures)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut new = old.spawn_upgrade();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    old.signal("QUIT");
+    assert!(
+        old.wait_exit(Duration::from_secs(15)),
+        "the old process did not exit after SIGQUIT"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Relaxed);
+    let (sent, failures) = load.await.expect("load task");
+    let still_running = new.try_wait().map(|s| s.is_none()).unwrap_or(false);
+    let _ = new.kill();
+    let _ = new.wait();
+    eprintln!(
+        "{sent} sessions across the upgrade, {} failed",
+        failures.len()
+    );
+    assert!(still_running, "the new process died");
+    assert!(sent > 50, "only {sent} requests");
+    assert!(
+        failures.is_empty(),
+        "{} of {sent} requests failed across the upgrade: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+}

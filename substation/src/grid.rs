@@ -1,0 +1,406 @@
+//! The substation's ledger: active sessions, booking, expiry, idempotency and the load report.
+//!
+//! Algorithm. One mutex guards the ledger; a booking checks `load + power <= capacity` and
+//! books under that same lock, so concurrent requests can never overbook. Powers are kept in
+//! whole µkW (`u64`), so sums are exact: a load that rose by 7.4 kW and fell by 7.4 kW is
+//! 0 again, and the capacity edge is decided without rounding noise.
+//!
+//! Sessions are also indexed by end time (a `BTreeMap` keyed by `(end, n)`), which gives both
+//! expiry (pop the front while it is due) and `Retry-After` (walk end times in order until
+//! enough power would be free) in order of time. Expiry is done lazily before every booking,
+//! delete and report, and by one reaper task ([`Substation::expire_sessions`]) that sleeps
+//! until the next end time; tokio's clock is used throughout, so `tokio::time::pause` makes
+//! tests exact, and the ledger methods take `now` explicitly.
+//!
+//! Invariants:
+//! - `load_ukw` is the sum of the active sessions' powers and never exceeds `capacity_ukw`;
+//! - `seq` rises by exactly one for every booking and every ended session;
+//! - an idempotency key is remembered exactly as long as the session it booked is active;
+//! - `epoch` is distinct for every `Substation` made in this process and rises from one
+//!   process start to the next (it is derived from the wall clock in ms, times 1000).
+
+use crate::metrics::Metrics;
+use gridlb_protocol::{ChargeAccepted, ChargeRequest, LoadReport};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// The longest real time a session holds its power (ten years); longer sessions are cut to it.
+pub const MAX_HOLD: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// The simulated substation: its ledger of sessions, its report version and its metrics.
+pub struct Substation {
+    id: String,
+    capacity_kw: f64,
+    capacity_ukw: u64,
+    time_scale: f64,
+    epoch: u64,
+    ledger: Mutex<Ledger>,
+    metrics: Metrics,
+    /// Wakes the reaper when a booking ends sooner than every other session.
+    wake_reaper: Notify,
+}
+
+#[derive(Default)]
+struct Ledger {
+    sessions: HashMap<String, Session>,
+    /// `(end, n)` → session id, in order of end time.
+    ends: BTreeMap<(Instant, u64), String>,
+    /// Idempotency key → the `201` answer that booked the session.
+    keys: HashMap<String, ChargeAccepted>,
+    load_ukw: u64,
+    seq: u64,
+    last_n: u64,
+}
+
+struct Session {
+    n: u64,
+    power_kw: f64,
+    power_ukw: u64,
+    started: Instant,
+    ends: Instant,
+    /// Simulated seconds the session holds its power when it runs to its end.
+    planned_s: f64,
+    key: Option<String>,
+}
+
+/// The outcome of a booking.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Booking {
+    /// Booked; `report` is the report right after the booking.
+    Accepted {
+        answer: ChargeAccepted,
+        report: LoadReport,
+    },
+    /// The idempotency key booked `answer` before; nothing was booked now.
+    Replay {
+        answer: ChargeAccepted,
+        report: LoadReport,
+    },
+    /// Does not fit now; enough power is free in `retry_after_s` whole seconds (at least 1).
+    Refused {
+        retry_after_s: u64,
+        free_kw: f64,
+        report: LoadReport,
+    },
+}
+
+/// A session ended by `DELETE`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ended {
+    pub freed_kw: f64,
+    pub report: LoadReport,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum EndReason {
+    Expired,
+    Deleted,
+}
+
+impl Substation {
+    /// A substation with no sessions and a fresh epoch. Spawns nothing: expiry of idle
+    /// substations needs [`Substation::expire_sessions`] (the [`crate::Server`] runs it).
+    ///
+    /// # Panics
+    /// If `capacity_kw` is not finite and in `(0, 1e9]` or `time_scale` not finite and
+    /// positive: a programming error, [`crate::Config::validate`] checks user input.
+    pub fn new(id: &str, capacity_kw: f64, time_scale: f64) -> Arc<Substation> {
+        assert!(
+            capacity_kw.is_finite() && capacity_kw > 0.0 && capacity_kw <= 1e9,
+            "capacity_kw must be finite and in (0, 1e9], got {capacity_kw}"
+        );
+        assert!(
+            time_scale.is_finite() && time_scale > 0.0,
+            "time_scale must be finite and positive, got {time_scale}"
+        );
+        let epoch = new_epoch();
+        Arc::new(Substation {
+            id: id.to_string(),
+            capacity_kw,
+            capacity_ukw: kw_to_ukw(capacity_kw),
+            time_scale,
+            epoch,
+            ledger: Mutex::new(Ledger::default()),
+            metrics: Metrics::new(capacity_kw, epoch),
+            wake_reaper: Notify::new(),
+        })
+    }
+
+    /// The substation's name.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Capacity in kW.
+    pub fn capacity_kw(&self) -> f64 {
+        self.capacity_kw
+    }
+
+    /// The epoch of this instance's reports.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The current load report (ends due sessions first).
+    pub fn report(&self) -> LoadReport {
+        let mut ledger = self.lock();
+        self.expire_locked(&mut ledger, Instant::now());
+        self.report_locked(&ledger)
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Book `request` at `now` if it fits, or replay the answer its idempotency `key` got.
+    /// The caller has checked the request against the capacity
+    /// ([`ChargeRequest::check_capacity`]).
+    pub fn book(&self, request: &ChargeRequest, key: Option<&str>, now: Instant) -> Booking {
+        let mut ledger = self.lock();
+        self.expire_locked(&mut ledger, now);
+        if let Some(answer) = key.and_then(|k| ledger.keys.get(k)) {
+            let answer = answer.clone();
+            self.count("idempotent_replay");
+            return Booking::Replay {
+                answer,
+                report: self.report_locked(&ledger),
+            };
+        }
+        let power_ukw = kw_to_ukw(request.power_kw);
+        let free_ukw = self.capacity_ukw.saturating_sub(ledger.load_ukw);
+        if power_ukw > free_ukw {
+            self.count("refused");
+            return Booking::Refused {
+                retry_after_s: self.retry_after_s(&ledger, power_ukw, now),
+                free_kw: ukw_to_kw(free_ukw),
+                report: self.report_locked(&ledger),
+            };
+        }
+        let answer = self.insert_locked(&mut ledger, request, power_ukw, key, now);
+        self.count("accepted");
+        self.publish_locked(&ledger);
+        Booking::Accepted {
+            answer,
+            report: self.report_locked(&ledger),
+        }
+    }
+
+    /// End the session `session_id` at `now` and free its power; `None` if it is not active.
+    pub fn end(&self, session_id: &str, now: Instant) -> Option<Ended> {
+        let mut ledger = self.lock();
+        self.expire_locked(&mut ledger, now);
+        let freed_kw = self.remove_locked(&mut ledger, session_id, EndReason::Deleted, now)?;
+        self.publish_locked(&ledger);
+        Some(Ended {
+            freed_kw,
+            report: self.report_locked(&ledger),
+        })
+    }
+
+    /// End every session whose time is up at `now`; returns how many ended.
+    pub fn expire_due(&self, now: Instant) -> usize {
+        let mut ledger = self.lock();
+        self.expire_locked(&mut ledger, now)
+    }
+
+    /// When the next session ends, if any is active.
+    pub fn next_end(&self) -> Option<Instant> {
+        self.lock().ends.first_key_value().map(|((end, _), _)| *end)
+    }
+
+    /// The reaper: ends sessions on time even when no request comes. Runs until aborted.
+    pub async fn expire_sessions(self: Arc<Self>) {
+        loop {
+            match self.next_end() {
+                Some(end) => tokio::select! {
+                    () = tokio::time::sleep_until(end) => {}
+                    () = self.wake_reaper.notified() => {}
+                },
+                None => self.wake_reaper.notified().await,
+            }
+            self.expire_due(Instant::now());
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Ledger> {
+        // A panic while the lock was held cannot leave the ledger half-updated in a way that
+        // matters more than stopping the whole substation would, so keep serving.
+        self.ledger.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn insert_locked(
+        &self,
+        ledger: &mut Ledger,
+        request: &ChargeRequest,
+        power_ukw: u64,
+        key: Option<&str>,
+        now: Instant,
+    ) -> ChargeAccepted {
+        ledger.last_n += 1;
+        let n = ledger.last_n;
+        let session_id = format!("{}-{}-{}", self.id, self.epoch, n);
+        let hold_s = (request.duration_s / self.time_scale).min(MAX_HOLD.as_secs_f64());
+        let ends = now
+            .checked_add(Duration::from_secs_f64(hold_s))
+            .unwrap_or(now);
+        ledger.load_ukw += power_ukw;
+        ledger.seq += 1;
+        let answer = ChargeAccepted {
+            session_id: session_id.clone(),
+            substation: self.id.clone(),
+            power_kw: request.power_kw,
+            load_kw: ukw_to_kw(ledger.load_ukw),
+            capacity_kw: self.capacity_kw,
+        };
+        if let Some(key) = key {
+            ledger.keys.insert(key.to_string(), answer.clone());
+        }
+        let session = Session {
+            n,
+            power_kw: request.power_kw,
+            power_ukw,
+            started: now,
+            ends,
+            planned_s: request.duration_s.min(hold_s * self.time_scale),
+            key: key.map(str::to_string),
+        };
+        let soonest = ledger
+            .ends
+            .first_key_value()
+            .is_none_or(|((e, _), _)| ends < *e);
+        ledger.ends.insert((ends, n), session_id.clone());
+        ledger.sessions.insert(session_id, session);
+        if soonest {
+            self.wake_reaper.notify_one();
+        }
+        answer
+    }
+
+    /// Remove one session; returns the power it freed.
+    fn remove_locked(
+        &self,
+        ledger: &mut Ledger,
+        session_id: &str,
+        reason: EndReason,
+        now: Instant,
+    ) -> Option<f64> {
+        let session = ledger.sessions.remove(session_id)?;
+        ledger.ends.remove(&(session.ends, session.n));
+        if let Some(key) = &session.key {
+            ledger.keys.remove(key);
+        }
+        ledger.load_ukw = ledger.load_ukw.saturating_sub(session.power_ukw);
+        ledger.seq += 1;
+        let held_s = match reason {
+            EndReason::Expired => session.planned_s,
+            EndReason::Deleted => {
+                let real_s = now.saturating_duration_since(session.started).as_secs_f64();
+                (real_s * self.time_scale).min(session.planned_s)
+            }
+        };
+        let label = match reason {
+            EndReason::Expired => "expired",
+            EndReason::Deleted => "deleted",
+        };
+        self.metrics
+            .sessions_ended
+            .with_label_values(&[label])
+            .inc();
+        self.metrics
+            .energy_delivered_kwh
+            .inc_by(session.power_kw * held_s / 3600.0);
+        Some(session.power_kw)
+    }
+
+    fn expire_locked(&self, ledger: &mut Ledger, now: Instant) -> usize {
+        let mut ended = 0;
+        while let Some(entry) = ledger.ends.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let session_id = entry.remove();
+            self.remove_locked(ledger, &session_id, EndReason::Expired, now);
+            ended += 1;
+        }
+        if ended > 0 {
+            self.publish_locked(ledger);
+        }
+        ended
+    }
+
+    /// Whole seconds from `now` until `need_ukw` fits, walking the end times in order.
+    fn retry_after_s(&self, ledger: &Ledger, need_ukw: u64, now: Instant) -> u64 {
+        let mut load = ledger.load_ukw;
+        for ((end, _), session_id) in &ledger.ends {
+            let power = ledger.sessions.get(session_id).map_or(0, |s| s.power_ukw);
+            load = load.saturating_sub(power);
+            if load + need_ukw <= self.capacity_ukw {
+                let wait = end.saturating_duration_since(now);
+                let whole = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                return whole.max(1);
+            }
+        }
+        1
+    }
+
+    fn report_locked(&self, ledger: &Ledger) -> LoadReport {
+        LoadReport {
+            substation: self.id.clone(),
+            epoch: self.epoch,
+            seq: ledger.seq,
+            load_kw: ukw_to_kw(ledger.load_ukw),
+            capacity_kw: self.capacity_kw,
+            active_sessions: ledger.sessions.len() as u64,
+        }
+    }
+
+    /// Set the load gauges from the ledger (called under the lock after each change).
+    fn publish_locked(&self, ledger: &Ledger) {
+        let load_kw = ukw_to_kw(ledger.load_ukw);
+        self.metrics.load_kw.set(load_kw);
+        self.metrics.utilization.set(load_kw / self.capacity_kw);
+        self.metrics
+            .active_sessions
+            .set(i64::try_from(ledger.sessions.len()).unwrap_or(i64::MAX));
+        self.metrics
+            .report_seq
+            .set(i64::try_from(ledger.seq).unwrap_or(i64::MAX));
+    }
+
+    fn count(&self, result: &str) {
+        self.metrics.sessions.with_label_values(&[result]).inc();
+    }
+}
+
+/// kW → whole µkW, at least 1 for any positive power (so nothing books for free).
+fn kw_to_ukw(kw: f64) -> u64 {
+    // Inputs are finite, positive and at most the capacity (≤ 1e9 kW), so this fits in u64.
+    ((kw * 1e6).round() as u64).max(1)
+}
+
+fn ukw_to_kw(ukw: u64) -> f64 {
+    ukw as f64 / 1e6
+}
+
+/// A new epoch: wall-clock ms × 1000, raised past the last one handed out in this process
+/// so that every instance gets its own. Stays below 2^53 until the year 2255.
+fn new_epoch() -> u64 {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| {
+            u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 1000)
+        });
+    let candidate = now_ms.saturating_mul(1000);
+    let next = |last: u64| candidate.max(last + 1);
+    match LAST.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| Some(next(last))) {
+        Ok(last) | Err(last) => next(last),
+    }
+}
+
+#[cfg(test)]
+mod tests;
