@@ -9,6 +9,7 @@
 //!   probes, healthy again after 1 good one;
 //! - `selection`: `least-load`, `max_utilization` 1.0, `default_request_kw` 11;
 //! - `upstream`: connect timeout 1 s, read timeout 10 s;
+//! - `limits`: 32 KiB of request headers, 10 s to send a body, 10,000 requests at once;
 //! - a substation's `weight` 1, `drain` false.
 
 use serde::Deserialize;
@@ -64,14 +65,26 @@ pub struct Config {
     pub probe: ProbeConfig,
     pub selection: SelectionConfig,
     pub upstream: UpstreamConfig,
+    pub limits: LimitsConfig,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
     /// The bearer token guarding mutating admin routes, read from `token_env` at load.
     pub token: Option<String>,
     pub token_env: Option<String>,
+}
+
+/// The token is never printed, also not by `{:?}`.
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token_env", &self.token_env)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -107,6 +120,17 @@ pub struct UpstreamConfig {
     pub read_timeout: Duration,
 }
 
+/// Protection against clients that send too much or too slowly.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitsConfig {
+    /// Larger request headers (all names and values) are answered `431`.
+    pub max_header_bytes: usize,
+    /// A client must send its whole body within this time, else the connection is closed.
+    pub client_read_timeout: Duration,
+    /// Requests in progress at once; more are answered `503` at once.
+    pub max_concurrent_requests: usize,
+}
+
 mod raw {
     //! The file as written.
     use super::Algorithm;
@@ -125,6 +149,8 @@ mod raw {
         pub selection: Selection,
         #[serde(default)]
         pub upstream: Upstream,
+        #[serde(default)]
+        pub limits: Limits,
     }
 
     #[derive(Deserialize, Default)]
@@ -201,6 +227,24 @@ mod raw {
         }
     }
 
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Limits {
+        pub max_header_bytes: u64,
+        pub client_read_timeout_ms: u64,
+        pub max_concurrent_requests: u64,
+    }
+
+    impl Default for Limits {
+        fn default() -> Self {
+            Limits {
+                max_header_bytes: 32 * 1024,
+                client_read_timeout_ms: 10_000,
+                max_concurrent_requests: 10_000,
+            }
+        }
+    }
+
     fn one() -> u64 {
         1
     }
@@ -253,6 +297,7 @@ fn validate(file: raw::File) -> Result<Config, ConfigError> {
         probe: probe(file.probe)?,
         selection: selection(file.selection)?,
         upstream: upstream(file.upstream)?,
+        limits: limits(file.limits)?,
     })
 }
 
@@ -402,6 +447,23 @@ fn upstream(raw: raw::Upstream) -> Result<UpstreamConfig, ConfigError> {
     Ok(UpstreamConfig {
         connect_timeout: Duration::from_millis(raw.connect_timeout_ms),
         read_timeout: Duration::from_millis(raw.read_timeout_ms),
+    })
+}
+
+fn limits(raw: raw::Limits) -> Result<LimitsConfig, ConfigError> {
+    if !(1024..=1_048_576).contains(&raw.max_header_bytes) {
+        return Err(range("limits.max_header_bytes", raw.max_header_bytes, "1024..=1048576"));
+    }
+    if !(100..=600_000).contains(&raw.client_read_timeout_ms) {
+        return Err(range("limits.client_read_timeout_ms", raw.client_read_timeout_ms, "100..=600000"));
+    }
+    if !(1..=1_000_000).contains(&raw.max_concurrent_requests) {
+        return Err(range("limits.max_concurrent_requests", raw.max_concurrent_requests, "1..=1000000"));
+    }
+    Ok(LimitsConfig {
+        max_header_bytes: raw.max_header_bytes as usize,
+        client_read_timeout: Duration::from_millis(raw.client_read_timeout_ms),
+        max_concurrent_requests: raw.max_concurrent_requests as usize,
     })
 }
 
@@ -590,6 +652,27 @@ selection: { algorithm: p2c, max_utilization: 0.9, default_request_kw: 11 }
         ));
         assert_eq!(e.path, "admin.listen");
         assert!(e.message.contains("token"), "{e}");
+    }
+
+    #[test]
+    fn token_is_never_printed() {
+        let admin = AdminConfig {
+            listen: "127.0.0.1:1".parse().unwrap(),
+            token: Some("hunter2".into()),
+            token_env: Some("T".into()),
+        };
+        let printed = format!("{admin:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains("redacted"));
+    }
+
+    #[test]
+    fn limits_have_defaults_and_ranges() {
+        let c = Config::parse("listen: 127.0.0.1:1\nsubstations: [{name: a, address: 127.0.0.1:2}]").unwrap();
+        assert_eq!(c.limits.max_header_bytes, 32 * 1024);
+        assert_eq!(c.limits.max_concurrent_requests, 10_000);
+        let e = err(&format!("{GOOD}limits: {{ max_concurrent_requests: 0 }}\n"));
+        assert_eq!(e.path, "limits.max_concurrent_requests");
     }
 
     #[test]

@@ -76,6 +76,10 @@ pub struct Grid {
     probe_now: tokio::sync::Notify,
     /// Becomes true when the first probe round has completed.
     first_round: tokio::sync::watch::Sender<bool>,
+    /// Which substation each recent Idempotency-Key went to.
+    pub affinity: crate::affinity::Affinity,
+    /// Requests in progress, capped by `limits.max_concurrent_requests`.
+    pub gate: Arc<crate::gate::Gate>,
 }
 
 impl Grid {
@@ -115,6 +119,8 @@ impl Grid {
             reload_lock: tokio::sync::Mutex::new(()),
             probe_now: tokio::sync::Notify::new(),
             first_round: tokio::sync::watch::Sender::new(false),
+            affinity: crate::affinity::Affinity::new(100_000, std::time::Duration::from_secs(900)),
+            gate: Arc::new(crate::gate::Gate::default()),
         })
     }
 

@@ -8,15 +8,18 @@
 //! - [`probe`]: the load probe, a Pingora `HealthCheck` that reads `GET /load`;
 //! - [`discovery`]: Pingora `ServiceDiscovery` from the config (membership and drain);
 //! - [`grid`]: the shared run-time state and reloads; [`reload`]: file watch and SIGHUP;
-//! - [`service`]: the `ProxyHttp` implementation (admission, retries, headers);
+//! - [`service`]: the `ProxyHttp` implementation (admission, retries, headers), with
+//!   [`affinity`] (Idempotency-Key routing) and [`gate`] (the concurrent-request cap);
 //! - [`admin`] and [`status`]: the admin API; [`metrics`]: every Prometheus family;
 //! - [`server`]: wiring into a Pingora server; [`demo`]: `gridlb demo`.
 
 pub mod admin;
+pub mod affinity;
 pub mod client;
 pub mod config;
 pub mod demo;
 pub mod discovery;
+pub mod gate;
 pub mod grid;
 pub mod metrics;
 pub mod probe;

@@ -1,10 +1,12 @@
 //! The proxy: Pingora's `ProxyHttp` for charging requests.
 //!
 //! Request flow, phase by phase:
-//! 1. `request_filter` routes. `POST /charge` reads the whole body (at most 16 KiB, else
+//! 1. `request_filter` first applies the limits (requests in progress, header size, the
+//!    client's time to send its body), then routes. `POST /charge` reads the whole body (at most 16 KiB, else
 //!    `413`; Pingora keeps it in its retry buffer so a retry can resend it), learns the
 //!    requested power (`x-charge-kw`, else the body's `power_kw`, else
-//!    `selection.default_request_kw`) and reserves it at the best substation. When none has
+//!    `selection.default_request_kw`) and reserves it at the best substation (a request with
+//!    an `Idempotency-Key` the proxy has seen goes where that key went). When none has
 //!    room the proxy answers `503` with `Retry-After` itself and sends nothing upstream.
 //!    `DELETE /charge/{id}` goes to the substation named in the session id. Anything else is
 //!    `404`/`405`: gridlb is never an open proxy, whatever the Host or URI says.
@@ -18,12 +20,15 @@
 //!    went away between requests) too; nothing that may have been booked.
 //! 5. `fail_to_proxy` writes a JSON error; `logging` records metrics.
 
+use crate::affinity::valid_key;
+use crate::gate::Pass;
 use crate::grid::Grid;
 use crate::table::{Offer, Report, Reservation, SubstationState};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use gridlb_protocol::{
-    CHARGE_KW_HEADER, ChargeRequest, ErrorBody, HeaderReport, LOAD_HEADER, MAX_CHARGE_BODY,
+    CHARGE_KW_HEADER, ChargeRequest, ErrorBody, HeaderReport, IDEMPOTENCY_HEADER, LOAD_HEADER,
+    MAX_CHARGE_BODY,
     SUBSTATION_HEADER, parse_charge_kw,
 };
 use http::Method;
@@ -82,6 +87,9 @@ pub struct RequestCtx {
     refused: bool,
     /// The smallest `Retry-After` a refusing substation gave.
     retry_after: Option<u64>,
+    idempotency_key: Option<String>,
+    /// Held while the request is in progress (the concurrent-request cap).
+    _pass: Option<Pass>,
 }
 
 pub struct GridProxy {
@@ -113,7 +121,18 @@ impl GridProxy {
         }
         session.as_mut().enable_retry_buffering();
         let mut body = BytesMut::new();
-        while let Some(chunk) = session.read_request_body().await? {
+        loop {
+            let chunk = match session.read_request_body().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(e) if matches!(e.etype(), ErrorType::ReadTimedout) => {
+                    session.set_keepalive(None);
+                    let err = ErrorBody::new("the request body did not arrive in time", None);
+                    respond_json(session, 408, &[], err.to_json()).await?;
+                    return Ok(true);
+                }
+                Err(e) => return Err(e),
+            };
             if body.len() + chunk.len() > MAX_CHARGE_BODY {
                 return too_large(session).await;
             }
@@ -140,7 +159,17 @@ impl GridProxy {
             None => ChargeRequest::peek_power(&body)
                 .unwrap_or(self.grid.config().selection.default_request_kw),
         };
-        let mut chosen = self.grid.select(ctx.kw, &ctx.tried);
+        if let Some(key) = session.req_header().headers.get(IDEMPOTENCY_HEADER) {
+            match key.to_str().ok().filter(|k| valid_key(k)) {
+                Some(key) => ctx.idempotency_key = Some(key.to_string()),
+                None => {
+                    let err = ErrorBody::new("idempotency-key must be 1 to 255 visible ASCII characters", Some(IDEMPOTENCY_HEADER.into()));
+                    respond_json(session, 400, &[], err.to_json()).await?;
+                    return Ok(true);
+                }
+            }
+        }
+        let mut chosen = self.affine(ctx).or_else(|| self.grid.select(ctx.kw, &ctx.tried));
         if chosen.is_none() && !self.grid.has_probed() {
             // Just started (or just took over in an upgrade): the first reports are moments
             // away; refusing now would turn a restart into failed requests.
@@ -165,6 +194,46 @@ impl GridProxy {
                 Ok(true)
             }
         }
+    }
+
+    /// Where this request's Idempotency-Key went before, if it did: there first, with the
+    /// power reserved if it fits, else without (a replay books nothing; a new booking is
+    /// refused by the substation if it does not fit, and the usual candidates follow).
+    fn affine(&self, ctx: &RequestCtx) -> Option<Reservation> {
+        let name = self.grid.affinity.get(ctx.idempotency_key.as_deref()?)?;
+        let snapshot = self.grid.snapshot();
+        let state = &snapshot.find(&name)?.state;
+        if state.is_removed() {
+            return None;
+        }
+        let max_utilization = snapshot.config.selection.max_utilization;
+        Some(state.try_reserve(ctx.kw, max_utilization).unwrap_or_else(|| state.reserve_nothing()))
+    }
+
+    /// The limits: requests in progress, header size, and the client's time to send its body.
+    /// True when the request was answered here.
+    async fn limited(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let limits = self.grid.config().limits.clone();
+        match self.grid.gate.enter(limits.max_concurrent_requests) {
+            Some(pass) => ctx._pass = Some(pass),
+            None => {
+                self.grid.metrics.admission_refused("busy");
+                let err = ErrorBody::new("too many requests in progress; try again shortly", None);
+                respond_json(session, 503, &[("retry-after", "1".to_string())], err.to_json()).await?;
+                return Ok(true);
+            }
+        }
+        let head = session.req_header();
+        let header_bytes: usize = head.uri.to_string().len()
+            + head.headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum::<usize>();
+        if header_bytes > limits.max_header_bytes {
+            session.set_keepalive(None);
+            let err = ErrorBody::new(format!("request headers are larger than {} bytes", limits.max_header_bytes), None);
+            respond_json(session, 431, &[], err.to_json()).await?;
+            return Ok(true);
+        }
+        session.as_mut().set_read_timeout(Some(limits.client_read_timeout));
+        Ok(false)
     }
 
     /// `DELETE /charge/{id}`: the id is `{substation}-{epoch}-{n}`.
@@ -241,10 +310,15 @@ impl ProxyHttp for GridProxy {
             tried: Vec::new(),
             refused: false,
             retry_after: None,
+            idempotency_key: None,
+            _pass: None,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if self.limited(session, ctx).await? {
+            return Ok(true);
+        }
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_string();
         match (path.as_str(), method) {
@@ -289,6 +363,9 @@ impl ProxyHttp for GridProxy {
             })?,
         };
         let state = Arc::clone(reservation.state());
+        if let Some(key) = &ctx.idempotency_key {
+            self.grid.affinity.remember(key, &state.name);
+        }
         ctx.tried.push(state.addr);
         ctx.target = Some(Arc::clone(&state));
         ctx.in_flight = Some(reservation);

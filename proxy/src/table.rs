@@ -163,6 +163,15 @@ impl SubstationState {
         })
     }
 
+    /// A reservation of no power: for a request that must go here whatever the room (an
+    /// Idempotency-Key retry, which the substation answers without booking again).
+    pub fn reserve_nothing(self: &Arc<Self>) -> Reservation {
+        Reservation {
+            state: Arc::clone(self),
+            milli_kw: 0,
+        }
+    }
+
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Relaxed)
     }
