@@ -10,6 +10,7 @@
 //! - `selection`: `least-load`, `max_utilization` 1.0, `default_request_kw` 11;
 //! - `upstream`: connect timeout 1 s, read timeout 10 s;
 //! - `limits`: 32 KiB of request headers, 10 s to send a body, 10,000 requests at once;
+//! - `dns.refresh_ms` 30 s: how often substation host names are resolved again;
 //! - a substation's `weight` 1, `drain` false.
 
 use serde::Deserialize;
@@ -66,6 +67,8 @@ pub struct Config {
     pub selection: SelectionConfig,
     pub upstream: UpstreamConfig,
     pub limits: LimitsConfig,
+    /// How often host names in substation addresses are resolved again.
+    pub dns_refresh: Duration,
 }
 
 #[derive(Clone, PartialEq)]
@@ -151,6 +154,20 @@ mod raw {
         pub upstream: Upstream,
         #[serde(default)]
         pub limits: Limits,
+        #[serde(default)]
+        pub dns: Dns,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct Dns {
+        pub refresh_ms: u64,
+    }
+
+    impl Default for Dns {
+        fn default() -> Self {
+            Dns { refresh_ms: 30_000 }
+        }
     }
 
     #[derive(Deserialize, Default)]
@@ -298,6 +315,7 @@ fn validate(file: raw::File) -> Result<Config, ConfigError> {
         selection: selection(file.selection)?,
         upstream: upstream(file.upstream)?,
         limits: limits(file.limits)?,
+        dns_refresh: dns(file.dns)?,
     })
 }
 
@@ -467,6 +485,13 @@ fn limits(raw: raw::Limits) -> Result<LimitsConfig, ConfigError> {
     })
 }
 
+fn dns(raw: raw::Dns) -> Result<Duration, ConfigError> {
+    if !(100..=3_600_000).contains(&raw.refresh_ms) {
+        return Err(range("dns.refresh_ms", raw.refresh_ms, "100..=3600000"));
+    }
+    Ok(Duration::from_millis(raw.refresh_ms))
+}
+
 fn range(path: &str, value: u64, range: &str) -> ConfigError {
     ConfigError::new(path, format!("{value} is not in {range}"))
 }
@@ -485,6 +510,8 @@ fn socket_addr(path: &str, s: &str) -> Result<SocketAddr, ConfigError> {
 
 /// Resolve `host:port`; a host name must resolve to exactly one address, because one
 /// substation is one address (a name behind several would hide which one holds the load).
+/// The exception is a name whose addresses are all loopback (`localhost` as 127.0.0.1 and
+/// ::1): one host, so the IPv4 address is taken.
 pub fn resolve(path: &str, s: &str) -> Result<SocketAddr, ConfigError> {
     if let Ok(addr) = s.parse::<SocketAddr>() {
         return Ok(addr);
@@ -501,6 +528,11 @@ pub fn resolve(path: &str, s: &str) -> Result<SocketAddr, ConfigError> {
         .collect();
     addrs.sort();
     addrs.dedup();
+    // `localhost` often has both 127.0.0.1 and ::1: one host, so one substation.
+    if addrs.len() > 1 && addrs.iter().all(|a| a.ip().is_loopback()) {
+        addrs.sort_by_key(|a| !a.is_ipv4());
+        addrs.truncate(1);
+    }
     match addrs.as_slice() {
         [one] => Ok(*one),
         [] => Err(ConfigError::new(

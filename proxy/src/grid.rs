@@ -259,6 +259,54 @@ impl Grid {
         log::info!("config applied: {}", describe(&self.snapshot.load()));
     }
 
+    /// Resolve the host names among the substation addresses again, and move a substation
+    /// whose name now points elsewhere (a rescheduled pod, say): it is then treated as
+    /// removed and added, so it is probed before it is chosen. A name that no longer
+    /// resolves keeps its last address (and fails its probes if that is gone). Not counted
+    /// as a reload: the file did not change.
+    pub async fn refresh_addresses(&self) {
+        let _serial = self.reload_lock.lock().await;
+        let current = self.config();
+        if current.substations.iter().all(|s| s.address.parse::<SocketAddr>().is_ok()) {
+            return;
+        }
+        let lookup = Arc::clone(&current);
+        let resolved = tokio::task::spawn_blocking(move || {
+            lookup
+                .substations
+                .iter()
+                .enumerate()
+                .map(|(i, s)| crate::config::resolve(&format!("substations[{i}].address"), &s.address))
+                .collect::<Vec<_>>()
+        })
+        .await;
+        let Ok(resolved) = resolved else { return };
+        let mut next = (*current).clone();
+        let mut moved = Vec::new();
+        for (sub, result) in next.substations.iter_mut().zip(resolved) {
+            match result {
+                Ok(addr) if addr != sub.addr => {
+                    moved.push(format!("{} {} -> {addr}", sub.name, sub.addr));
+                    sub.addr = addr;
+                }
+                Ok(_) => {}
+                Err(e) => log::warn!("{e}; keeping {}", sub.addr),
+            }
+        }
+        if moved.is_empty() {
+            return;
+        }
+        let mut addrs: Vec<SocketAddr> = next.substations.iter().map(|s| s.addr).collect();
+        addrs.sort();
+        addrs.dedup();
+        if addrs.len() != next.substations.len() {
+            log::error!("after re-resolving, two substations share an address; keeping the old addresses ({})", moved.join(", "));
+            return;
+        }
+        log::info!("substation addresses moved: {}", moved.join(", "));
+        self.apply(next).await;
+    }
+
     /// Drain (or undrain) a substation by name from the admin API. This holds across
     /// reloads until undone; `drain: true` in the config is a separate, equal reason.
     pub async fn set_admin_drain(&self, name: &str, drain: bool) -> Option<bool> {

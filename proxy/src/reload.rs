@@ -6,6 +6,9 @@
 //! stayed the same for 300 ms. Polling needs no platform watcher and works the same on every
 //! filesystem, including the volume mounts of containers. Every reload goes through
 //! [`Grid::reload`], which validates the whole file before anything changes.
+//!
+//! The same service resolves substation host names again every `dns.refresh_ms`
+//! ([`Grid::refresh_addresses`]).
 
 use crate::grid::Grid;
 use async_trait::async_trait;
@@ -65,8 +68,13 @@ impl BackgroundService for ReloadService {
             }
         };
         let mut last = fingerprint(&self.path);
+        let mut next_dns = tokio::time::Instant::now() + self.grid.config().dns_refresh;
         loop {
             tokio::select! {
+                _ = tokio::time::sleep_until(next_dns) => {
+                    self.grid.refresh_addresses().await;
+                    next_dns = tokio::time::Instant::now() + self.grid.config().dns_refresh;
+                }
                 Some(()) = async { hangup.as_mut()?.recv().await } => {
                     self.reload("SIGHUP").await;
                     last = fingerprint(&self.path);
