@@ -14,7 +14,8 @@
 //!
 //! Algorithms:
 //! - `least-load`: lowest utilisation after adding the request, ties broken at random; then
-//!   the next lowest, and so on (each step is a linear scan, so the first choice costs O(n)).
+//!   the next lowest, and so on, each found when asked for (see [`Order`]): the first choice
+//!   costs one pass over the substations, never a sort.
 //! - `p2c`: the "power of two random choices" (Mitzenmacher, 2001; tower's `balance::p2c`):
 //!   two distinct random candidates, the less utilised first, then the other, then the rest
 //!   in least-load order. It needs no global view, so it herds less when reports are stale.
@@ -60,10 +61,12 @@ impl Rng {
     }
 
     pub fn next_u64(&self) -> u64 {
-        let mut z = self
-            .0
-            .fetch_add(0x9E37_79B9_7F4A_7C15, Relaxed)
-            .wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let state = self.0.fetch_add(0x9E37_79B9_7F4A_7C15, Relaxed);
+        Rng::mix(state.wrapping_add(0x9E37_79B9_7F4A_7C15))
+    }
+
+    /// SplitMix64's finaliser: a well-mixed 64-bit value from any input.
+    pub fn mix(mut z: u64) -> u64 {
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
@@ -143,71 +146,131 @@ impl BackendSelection for GridSelection {
     }
 
     fn iter(self: &Arc<Self>, key: &[u8]) -> GridIter {
-        let order = self.rank(key_kw(key));
         GridIter {
             selection: Arc::clone(self),
-            order,
-            pos: 0,
+            order: self.order(key_kw(key)),
         }
     }
 }
 
-/// A candidate's score: utilisation after the request, then a random tie-breaker.
+/// A candidate's score: utilisation after the request, a random tie-breaker, its index.
 type Scored = (f64, u64, usize);
 
-impl GridSelection {
-    /// Candidate indices in order of preference for a request of `kw`.
-    pub fn rank(&self, kw: f64) -> Vec<usize> {
-        let settings = self.config.settings.load();
-        let eligible = self.scored(kw, settings.max_utilization);
-        match settings.algorithm {
-            Algorithm::LeastLoad => least_first(eligible),
-            Algorithm::P2c => self.p2c(eligible),
-            Algorithm::RoundRobin => self.round_robin(&eligible),
-            Algorithm::Random => self.weighted_random(&eligible),
+fn cmp(a: &Scored, b: &Scored) -> std::cmp::Ordering {
+    a.0.total_cmp(&b.0).then(a.1.cmp(&b.1))
+}
+
+/// The candidates of one request in order of preference: a fixed head (p2c's two, or a
+/// baseline's whole order), then the rest by least utilisation, each found when asked for.
+/// A request usually takes only the first, so the full order is never sorted: the first
+/// choice costs one pass over the candidates.
+pub struct Order {
+    head: Vec<usize>,
+    pos: usize,
+    rest: Vec<Scored>,
+}
+
+impl Order {
+    fn fixed(head: Vec<usize>) -> Order {
+        Order {
+            head,
+            pos: 0,
+            rest: Vec::new(),
         }
     }
 
-    /// Candidates with a report, healthy, not draining and with room for `kw`.
+    fn least_first(rest: Vec<Scored>) -> Order {
+        Order {
+            head: Vec::new(),
+            pos: 0,
+            rest,
+        }
+    }
+
+    pub fn next_index(&mut self) -> Option<usize> {
+        if let Some(&i) = self.head.get(self.pos) {
+            self.pos += 1;
+            return Some(i);
+        }
+        let best = (0..self.rest.len()).min_by(|&a, &b| cmp(&self.rest[a], &self.rest[b]))?;
+        Some(self.rest.swap_remove(best).2)
+    }
+}
+
+impl GridSelection {
+    /// The candidates for a request of `kw`, in order of preference.
+    pub fn order(&self, kw: f64) -> Order {
+        let settings = self.config.settings.load();
+        let eligible = self.scored(kw, settings.max_utilization);
+        match settings.algorithm {
+            Algorithm::LeastLoad => Order::least_first(eligible),
+            Algorithm::P2c => self.p2c(eligible),
+            Algorithm::RoundRobin => Order::fixed(self.round_robin(&eligible)),
+            Algorithm::Random => Order::fixed(self.weighted_random(&eligible)),
+        }
+    }
+
+    /// The first choice for a request of `kw` (what one request costs, usually).
+    pub fn choose(&self, kw: f64) -> Option<usize> {
+        self.order(kw).next_index()
+    }
+
+    /// Every candidate for a request of `kw`, in order of preference.
+    pub fn rank(&self, kw: f64) -> Vec<usize> {
+        let mut order = self.order(kw);
+        std::iter::from_fn(|| order.next_index()).collect()
+    }
+
+    /// Candidates with a report, healthy, not draining and with room for `kw`. One random
+    /// draw per request seeds every candidate's tie-breaker (no shared state per candidate).
     fn scored(&self, kw: f64, max_utilization: f64) -> Vec<Scored> {
+        let seed = self.config.rng.next_u64();
         self.states
             .iter()
             .enumerate()
             .filter(|(_, s)| s.is_healthy() && !s.is_draining())
             .filter_map(|(i, s)| {
                 let u = s.utilization_with(kw)?;
-                (u <= max_utilization + 1e-9).then(|| (u, self.config.rng.next_u64(), i))
+                (u <= max_utilization + 1e-9).then(|| (u, Rng::mix(seed ^ i as u64), i))
             })
             .collect()
     }
 
-    fn p2c(&self, mut eligible: Vec<Scored>) -> Vec<usize> {
-        if eligible.len() > 2 {
-            let n = eligible.len();
-            let a = self.config.rng.below(n);
-            let b = (a + 1 + self.config.rng.below(n - 1)) % n;
-            let (first, second) = if better(&eligible[a], &eligible[b]) {
-                (a, b)
-            } else {
-                (b, a)
-            };
-            let head = [eligible[first].2, eligible[second].2];
-            eligible.retain(|c| c.2 != head[0] && c.2 != head[1]);
-            return head.into_iter().chain(least_first(eligible)).collect();
+    fn p2c(&self, mut eligible: Vec<Scored>) -> Order {
+        if eligible.len() <= 2 {
+            return Order::least_first(eligible);
         }
-        least_first(eligible)
+        let n = eligible.len();
+        let a = self.config.rng.below(n);
+        let b = (a + 1 + self.config.rng.below(n - 1)) % n;
+        let (first, second) = if cmp(&eligible[a], &eligible[b]).is_lt() {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        let head = vec![eligible[first].2, eligible[second].2];
+        eligible.retain(|c| c.2 != head[0] && c.2 != head[1]);
+        Order {
+            head,
+            pos: 0,
+            rest: eligible,
+        }
     }
 
     fn round_robin(&self, eligible: &[Scored]) -> Vec<usize> {
         if self.weighted.is_empty() {
             return Vec::new();
         }
+        let mut wanted = vec![false; self.states.len()];
+        for c in eligible {
+            wanted[c.2] = true;
+        }
         let start = self.next.fetch_add(1, Relaxed);
         let len = self.weighted.len();
         let mut order = Vec::with_capacity(eligible.len());
         for step in 0..len {
             let i = self.weighted[(start + step) % len];
-            if !order.contains(&i) && eligible.iter().any(|c| c.2 == i) {
+            if std::mem::take(&mut wanted[i]) {
                 order.push(i);
             }
         }
@@ -232,27 +295,15 @@ impl GridSelection {
     }
 }
 
-fn better(a: &Scored, b: &Scored) -> bool {
-    a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).is_lt()
-}
-
-/// Order by utilisation, ties by the random tie-breaker.
-fn least_first(mut eligible: Vec<Scored>) -> Vec<usize> {
-    eligible.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    eligible.into_iter().map(|c| c.2).collect()
-}
-
 /// Candidates of one request, best first.
 pub struct GridIter {
     selection: Arc<GridSelection>,
-    order: Vec<usize>,
-    pos: usize,
+    order: Order,
 }
 
 impl BackendIter for GridIter {
     fn next(&mut self) -> Option<&Backend> {
-        let index = *self.order.get(self.pos)?;
-        self.pos += 1;
+        let index = self.order.next_index()?;
         self.selection.backends.get(index)
     }
 }
