@@ -14,7 +14,8 @@
 //!    candidate, never one this request already tried.
 //! 3. `upstream_response_filter` feeds the `x-substation-load` header to the load table and
 //!    only then releases the reservation (see `table.rs` for why that is exact). A `503` from
-//!    a substation (no capacity) becomes a retryable error, so the next candidate is tried.
+//!    a substation (no capacity) becomes a retryable error when another candidate has room
+//!    (reserved there first); when none has, that `503` goes to the client as it is.
 //! 4. `fail_to_connect` / `error_while_proxy` decide retries: a connect failure or a
 //!    capacity refusal always; an error on a reused keep-alive connection (the substation
 //!    went away between requests) too; nothing that may have been booked.
@@ -28,14 +29,13 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use gridlb_protocol::{
     CHARGE_KW_HEADER, ChargeRequest, ErrorBody, HeaderReport, IDEMPOTENCY_HEADER, LOAD_HEADER,
-    MAX_CHARGE_BODY,
-    SUBSTATION_HEADER, parse_charge_kw,
+    MAX_CHARGE_BODY, SUBSTATION_HEADER, parse_charge_kw,
 };
 use http::Method;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
-use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use pingora_proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -163,13 +163,18 @@ impl GridProxy {
             match key.to_str().ok().filter(|k| valid_key(k)) {
                 Some(key) => ctx.idempotency_key = Some(key.to_string()),
                 None => {
-                    let err = ErrorBody::new("idempotency-key must be 1 to 255 visible ASCII characters", Some(IDEMPOTENCY_HEADER.into()));
+                    let err = ErrorBody::new(
+                        "idempotency-key must be 1 to 255 visible ASCII characters",
+                        Some(IDEMPOTENCY_HEADER.into()),
+                    );
                     respond_json(session, 400, &[], err.to_json()).await?;
                     return Ok(true);
                 }
             }
         }
-        let mut chosen = self.affine(ctx).or_else(|| self.grid.select(ctx.kw, &ctx.tried));
+        let mut chosen = self
+            .affine(ctx)
+            .or_else(|| self.grid.select(ctx.kw, &ctx.tried));
         if chosen.is_none() && !self.grid.has_probed() {
             // Just started (or just took over in an upgrade): the first reports are moments
             // away; refusing now would turn a restart into failed requests.
@@ -207,7 +212,11 @@ impl GridProxy {
             return None;
         }
         let max_utilization = snapshot.config.selection.max_utilization;
-        Some(state.try_reserve(ctx.kw, max_utilization).unwrap_or_else(|| state.reserve_nothing()))
+        Some(
+            state
+                .try_reserve(ctx.kw, max_utilization)
+                .unwrap_or_else(|| state.reserve_nothing()),
+        )
     }
 
     /// The limits: requests in progress, header size, and the client's time to send its body.
@@ -219,20 +228,38 @@ impl GridProxy {
             None => {
                 self.grid.metrics.admission_refused("busy");
                 let err = ErrorBody::new("too many requests in progress; try again shortly", None);
-                respond_json(session, 503, &[("retry-after", "1".to_string())], err.to_json()).await?;
+                respond_json(
+                    session,
+                    503,
+                    &[("retry-after", "1".to_string())],
+                    err.to_json(),
+                )
+                .await?;
                 return Ok(true);
             }
         }
         let head = session.req_header();
         let header_bytes: usize = head.uri.to_string().len()
-            + head.headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum::<usize>();
+            + head
+                .headers
+                .iter()
+                .map(|(name, value)| name.as_str().len() + value.len() + 4)
+                .sum::<usize>();
         if header_bytes > limits.max_header_bytes {
             session.set_keepalive(None);
-            let err = ErrorBody::new(format!("request headers are larger than {} bytes", limits.max_header_bytes), None);
+            let err = ErrorBody::new(
+                format!(
+                    "request headers are larger than {} bytes",
+                    limits.max_header_bytes
+                ),
+                None,
+            );
             respond_json(session, 431, &[], err.to_json()).await?;
             return Ok(true);
         }
-        session.as_mut().set_read_timeout(Some(limits.client_read_timeout));
+        session
+            .as_mut()
+            .set_read_timeout(Some(limits.client_read_timeout));
         Ok(false)
     }
 
@@ -433,13 +460,24 @@ impl ProxyHttp for GridProxy {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            ctx.refused = true;
-            let mut e = Error::explain(
-                ErrorType::HTTPStatus(503),
-                format!("substation {} has no room", state.name),
-            );
-            e.set_retry(true);
-            return Err(e);
+            if let Some(next) = self.grid.select(ctx.kw, &ctx.tried) {
+                // Another candidate has room: try it (Pingora resends the buffered body).
+                ctx.pending = Some(next);
+                ctx.refused = true;
+                let mut e = Error::explain(
+                    ErrorType::HTTPStatus(503),
+                    format!("substation {} has no room", state.name),
+                );
+                e.set_retry(true);
+                return Err(e);
+            }
+            // Every candidate refused: pass this refusal on as it is, with the soonest
+            // Retry-After any of them gave (the connection stays usable for the client).
+            self.grid.metrics.admission_refused("all_refused");
+            let retry_after = self.retry_after(ctx).to_string();
+            upstream.insert_header(http::header::RETRY_AFTER, retry_after)?;
+            upstream.insert_header(SUBSTATION_HEADER, state.name.as_str())?;
+            return Ok(());
         }
         if ctx.route == Route::Charge && status == 201 {
             state.routed.fetch_add(1, Relaxed);
@@ -492,6 +530,23 @@ impl ProxyHttp for GridProxy {
         e
     }
 
+    /// A capacity refusal moving on to the next candidate is normal operation (and counted
+    /// in `gridlb_retries_total`), not a warning.
+    fn suppress_proxy_warn_log(
+        &self,
+        _session: &Session,
+        ctx: &RequestCtx,
+        error: &Error,
+        _context: ProxyWarnLogContext,
+    ) -> bool {
+        ctx.route == Route::Charge && matches!(error.etype(), ErrorType::HTTPStatus(503))
+    }
+
+    /// A grid with no room is not an error of the proxy's.
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, error: &Error) -> bool {
+        ctx.route == Route::Charge && matches!(error.etype(), ErrorType::HTTPStatus(503))
+    }
+
     async fn fail_to_proxy(
         &self,
         session: &mut Session,
@@ -511,6 +566,8 @@ impl ProxyHttp for GridProxy {
         if code == 503 && ctx.route == Route::Charge {
             self.grid.metrics.admission_refused("all_refused");
         }
+        // Pingora closes the client's connection after an error past peer selection: say so.
+        session.set_keepalive(None);
         if code > 0 {
             let message = match code {
                 503 => format!("no substation could take {} kW: {e}", ctx.kw),
@@ -556,6 +613,10 @@ async fn respond_json(
     headers: &[(&'static str, String)],
     body: Vec<u8>,
 ) -> Result<()> {
+    // An answer before the request body was read leaves it on the connection: say it closes.
+    if !session.as_mut().is_body_done() {
+        session.set_keepalive(None);
+    }
     let mut resp = ResponseHeader::build(status, Some(headers.len() + 2))?;
     resp.insert_header("content-type", "application/json")?;
     resp.insert_header("content-length", body.len().to_string())?;
