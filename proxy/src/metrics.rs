@@ -4,8 +4,14 @@
 //! `_total`. Per-substation gauges (load, capacity, utilisation, in-flight power, health) are
 //! computed from the load table at scrape time ([`Metrics::refresh`]), so they can never
 //! disagree with `/status`; counters are recorded where things happen (the proxy's logging
-//! phase, the probe, reloads). When a substation leaves the config, [`Metrics::forget`]
-//! removes all of its series.
+//! phase, the probe, reloads).
+//!
+//! Every series whose label values are known in advance exists from the start with the value
+//! 0 (the refusal and retry reasons, reload results, and per configured substation the probe
+//! failure reasons, report sources and rejection reasons), so `rate()` and alerts have data
+//! before the first event. When a substation leaves the config all of its series go:
+//! [`Metrics::forget`] at the reload, and every scrape prunes whatever a request still in
+//! flight recorded for it afterwards.
 //!
 //! In the binary the families live in Prometheus' default registry, the one Pingora's own
 //! metrics use (both on `prometheus` 0.14), so one `/metrics` page shows both.
@@ -14,7 +20,7 @@ use crate::grid::Grid;
 use prometheus::{
     Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, core::Collector,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 /// Request duration buckets, 100 µs to 10 s.
@@ -22,6 +28,26 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0,
 ];
+
+/// `reason` of `gridlb_probe_failures_total`.
+pub const PROBE_FAILURE_REASONS: [&str; 4] = ["connect", "timeout", "status", "invalid_report"];
+/// `source` of `gridlb_reports_stale_total` and `gridlb_reports_rejected_total`.
+pub const REPORT_SOURCES: [&str; 2] = ["probe", "header"];
+/// `reason` of `gridlb_reports_rejected_total` (`ReportError::reason`).
+pub const REPORT_REJECT_REASONS: [&str; 5] = [
+    "malformed",
+    "too_large",
+    "bad_load",
+    "bad_capacity",
+    "wrong_substation",
+];
+/// `reason` of `gridlb_admissions_refused_total`: no healthy substation had room, every
+/// candidate refused, or too many requests were in progress (`limits`).
+pub const REFUSAL_REASONS: [&str; 3] = ["grid_full", "all_refused", "busy"];
+/// `reason` of `gridlb_retries_total`.
+pub const RETRY_REASONS: [&str; 3] = ["connect", "refused", "stale_connection"];
+/// The `substation` label of answers the proxy gave itself.
+pub const NO_SUBSTATION: &str = "none";
 
 pub struct Metrics {
     registry: Registry,
@@ -31,6 +57,7 @@ pub struct Metrics {
     capacity: GaugeVec,
     utilization: GaugeVec,
     in_flight: GaugeVec,
+    report_age: GaugeVec,
     healthy: GaugeVec,
     draining: GaugeVec,
     probe_duration: HistogramVec,
@@ -42,6 +69,7 @@ pub struct Metrics {
     retries: IntCounterVec,
     reloads: IntCounterVec,
     last_reload: Gauge,
+    last_reload_ok: Gauge,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -91,6 +119,10 @@ impl Metrics {
             in_flight: gauge(
                 "gridlb_substation_in_flight_kw",
                 "Power of requests sent and not yet answered, kW.",
+            ),
+            report_age: gauge(
+                "gridlb_substation_report_age_seconds",
+                "Time since the newest report arrived (absent before the first one).",
             ),
             healthy: gauge(
                 "gridlb_substation_healthy",
@@ -145,11 +177,27 @@ impl Metrics {
                 "Unix time of the last successful config load.",
             )
             .expect("metric options are static and valid"),
+            last_reload_ok: Gauge::new(
+                "gridlb_config_last_reload_successful",
+                "1 when the last config load or reload succeeded, 0 when it failed.",
+            )
+            .expect("metric options are static and valid"),
         };
         for c in m.collectors() {
             registry.register(c)?;
         }
+        for reason in REFUSAL_REASONS {
+            m.admissions_refused.with_label_values(&[reason]);
+        }
+        for reason in RETRY_REASONS {
+            m.retries.with_label_values(&[reason]);
+        }
+        for result in ["success", "failure"] {
+            m.reloads.with_label_values(&[result]);
+        }
+        // The config the process started with is the first good load.
         m.last_reload.set(unix_now());
+        m.last_reload_ok.set(1.0);
         Ok(m)
     }
 
@@ -161,6 +209,7 @@ impl Metrics {
             Box::new(self.capacity.clone()),
             Box::new(self.utilization.clone()),
             Box::new(self.in_flight.clone()),
+            Box::new(self.report_age.clone()),
             Box::new(self.healthy.clone()),
             Box::new(self.draining.clone()),
             Box::new(self.probe_duration.clone()),
@@ -172,6 +221,7 @@ impl Metrics {
             Box::new(self.retries.clone()),
             Box::new(self.reloads.clone()),
             Box::new(self.last_reload.clone()),
+            Box::new(self.last_reload_ok.clone()),
         ]
     }
 
@@ -229,15 +279,19 @@ impl Metrics {
         if success {
             self.last_reload.set(unix_now());
         }
+        self.last_reload_ok.set(if success { 1.0 } else { 0.0 });
     }
 
-    /// Set the per-substation gauges from the load table. Called before every scrape.
+    /// Set the per-substation gauges from the load table, give every configured substation
+    /// its zero-valued counters, and drop the series of substations no longer configured.
+    /// Called before every scrape.
     pub fn refresh(&self, grid: &Grid) {
         let gauges = [
             &self.load,
             &self.capacity,
             &self.utilization,
             &self.in_flight,
+            &self.report_age,
             &self.healthy,
             &self.draining,
         ];
@@ -245,8 +299,11 @@ impl Metrics {
             g.reset();
         }
         let snapshot = grid.snapshot();
+        let mut configured = HashSet::new();
         for sub in &snapshot.substations {
             let name = [sub.config.name.as_str()];
+            configured.insert(sub.config.name.as_str());
+            self.touch(&sub.config.name);
             let state = &sub.state;
             if let Some(report) = state.report() {
                 self.load.with_label_values(&name).set(report.load_kw);
@@ -256,6 +313,9 @@ impl Metrics {
                 self.utilization
                     .with_label_values(&name)
                     .set(state.utilization_with(0.0).unwrap_or(0.0));
+                self.report_age
+                    .with_label_values(&name)
+                    .set(report.received_at.elapsed().as_secs_f64());
             }
             self.in_flight
                 .with_label_values(&name)
@@ -267,20 +327,42 @@ impl Metrics {
                 .with_label_values(&name)
                 .set(if state.is_draining() { 1.0 } else { 0.0 });
         }
+        for family in self.per_substation() {
+            family.retain(&|s| s == NO_SUBSTATION || configured.contains(s));
+        }
     }
 
-    /// Remove every series of a substation that left the config.
-    pub fn forget(&self, substation: &str) {
-        let families: [&dyn Forget; 6] = [
+    /// Create the zero-valued counters of a configured substation.
+    fn touch(&self, substation: &str) {
+        for reason in PROBE_FAILURE_REASONS {
+            self.probe_failures.with_label_values(&[substation, reason]);
+        }
+        for source in REPORT_SOURCES {
+            self.reports_stale.with_label_values(&[substation, source]);
+            for reason in REPORT_REJECT_REASONS {
+                self.reports_rejected
+                    .with_label_values(&[substation, source, reason]);
+            }
+        }
+        self.substation_refusals.with_label_values(&[substation]);
+    }
+
+    /// The families with a `substation` label that are not recomputed at every scrape.
+    fn per_substation(&self) -> [&dyn Retain; 6] {
+        [
             &self.requests,
             &self.probe_failures,
             &self.reports_stale,
             &self.reports_rejected,
             &self.substation_refusals,
             &self.probe_duration,
-        ];
-        for family in families {
-            family.forget(substation);
+        ]
+    }
+
+    /// Remove every series of a substation that left the config.
+    pub fn forget(&self, substation: &str) {
+        for family in self.per_substation() {
+            family.retain(&|s| s != substation);
         }
     }
 
@@ -296,13 +378,13 @@ impl Metrics {
     }
 }
 
-/// Removal of every series whose `substation` label matches, in a family of any labels.
-trait Forget {
-    fn forget(&self, substation: &str);
+/// Removal of the series whose `substation` label fails a test, in a family of any labels.
+trait Retain {
+    fn retain(&self, keep: &dyn Fn(&str) -> bool);
 }
 
-impl<T: prometheus::core::MetricVecBuilder> Forget for prometheus::core::MetricVec<T> {
-    fn forget(&self, substation: &str) {
+impl<T: prometheus::core::MetricVecBuilder> Retain for prometheus::core::MetricVec<T> {
+    fn retain(&self, keep: &dyn Fn(&str) -> bool) {
         for family in self.collect() {
             for metric in family.get_metric() {
                 let labels: HashMap<&str, &str> = metric
@@ -310,7 +392,7 @@ impl<T: prometheus::core::MetricVecBuilder> Forget for prometheus::core::MetricV
                     .iter()
                     .map(|l| (l.name(), l.value()))
                     .collect();
-                if labels.get("substation") == Some(&substation) {
+                if labels.get("substation").is_some_and(|s| !keep(s)) {
                     let _ = self.remove(&labels);
                 }
             }
@@ -324,3 +406,6 @@ fn unix_now() -> f64 {
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
 }
+
+#[cfg(test)]
+mod tests;
