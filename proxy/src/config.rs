@@ -134,138 +134,7 @@ pub struct LimitsConfig {
     pub max_concurrent_requests: usize,
 }
 
-mod raw {
-    //! The file as written.
-    use super::Algorithm;
-    use serde::Deserialize;
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct File {
-        pub listen: String,
-        #[serde(default)]
-        pub admin: Admin,
-        pub substations: Vec<Substation>,
-        #[serde(default)]
-        pub probe: Probe,
-        #[serde(default)]
-        pub selection: Selection,
-        #[serde(default)]
-        pub upstream: Upstream,
-        #[serde(default)]
-        pub limits: Limits,
-        #[serde(default)]
-        pub dns: Dns,
-    }
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields, default)]
-    pub struct Dns {
-        pub refresh_ms: u64,
-    }
-
-    impl Default for Dns {
-        fn default() -> Self {
-            Dns { refresh_ms: 30_000 }
-        }
-    }
-
-    #[derive(Deserialize, Default)]
-    #[serde(deny_unknown_fields)]
-    pub struct Admin {
-        pub listen: Option<String>,
-        pub token_env: Option<String>,
-    }
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct Substation {
-        pub name: String,
-        pub address: String,
-        #[serde(default = "one")]
-        pub weight: u64,
-        #[serde(default)]
-        pub drain: bool,
-    }
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields, default)]
-    pub struct Probe {
-        pub path: String,
-        pub interval_ms: u64,
-        pub timeout_ms: u64,
-        pub unhealthy_after: u64,
-        pub healthy_after: u64,
-    }
-
-    impl Default for Probe {
-        fn default() -> Self {
-            Probe {
-                path: "/load".into(),
-                interval_ms: 500,
-                timeout_ms: 250,
-                unhealthy_after: 2,
-                healthy_after: 1,
-            }
-        }
-    }
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields, default)]
-    pub struct Selection {
-        pub algorithm: Algorithm,
-        pub max_utilization: f64,
-        pub default_request_kw: f64,
-    }
-
-    impl Default for Selection {
-        fn default() -> Self {
-            Selection {
-                algorithm: Algorithm::LeastLoad,
-                max_utilization: 1.0,
-                default_request_kw: 11.0,
-            }
-        }
-    }
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields, default)]
-    pub struct Upstream {
-        pub connect_timeout_ms: u64,
-        pub read_timeout_ms: u64,
-    }
-
-    impl Default for Upstream {
-        fn default() -> Self {
-            Upstream {
-                connect_timeout_ms: 1000,
-                read_timeout_ms: 10_000,
-            }
-        }
-    }
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields, default)]
-    pub struct Limits {
-        pub max_header_bytes: u64,
-        pub client_read_timeout_ms: u64,
-        pub max_concurrent_requests: u64,
-    }
-
-    impl Default for Limits {
-        fn default() -> Self {
-            Limits {
-                max_header_bytes: 32 * 1024,
-                client_read_timeout_ms: 10_000,
-                max_concurrent_requests: 10_000,
-            }
-        }
-    }
-
-    fn one() -> u64 {
-        1
-    }
-}
+mod raw;
 
 impl Config {
     /// Read, parse and validate a file.
@@ -470,13 +339,25 @@ fn upstream(raw: raw::Upstream) -> Result<UpstreamConfig, ConfigError> {
 
 fn limits(raw: raw::Limits) -> Result<LimitsConfig, ConfigError> {
     if !(1024..=1_048_576).contains(&raw.max_header_bytes) {
-        return Err(range("limits.max_header_bytes", raw.max_header_bytes, "1024..=1048576"));
+        return Err(range(
+            "limits.max_header_bytes",
+            raw.max_header_bytes,
+            "1024..=1048576",
+        ));
     }
     if !(100..=600_000).contains(&raw.client_read_timeout_ms) {
-        return Err(range("limits.client_read_timeout_ms", raw.client_read_timeout_ms, "100..=600000"));
+        return Err(range(
+            "limits.client_read_timeout_ms",
+            raw.client_read_timeout_ms,
+            "100..=600000",
+        ));
     }
     if !(1..=1_000_000).contains(&raw.max_concurrent_requests) {
-        return Err(range("limits.max_concurrent_requests", raw.max_concurrent_requests, "1..=1000000"));
+        return Err(range(
+            "limits.max_concurrent_requests",
+            raw.max_concurrent_requests,
+            "1..=1000000",
+        ));
     }
     Ok(LimitsConfig {
         max_header_bytes: raw.max_header_bytes as usize,
@@ -554,162 +435,4 @@ pub fn resolve(path: &str, s: &str) -> Result<SocketAddr, ConfigError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const GOOD: &str = r#"
-listen: 127.0.0.1:8080
-admin: { listen: 127.0.0.1:9100 }
-substations:
-  - { name: s1, address: 127.0.0.1:9001 }
-  - { name: s2, address: "localhost:9002", weight: 2, drain: true }
-probe: { path: /load, interval_ms: 500, timeout_ms: 250, unhealthy_after: 2, healthy_after: 1 }
-selection: { algorithm: p2c, max_utilization: 0.9, default_request_kw: 11 }
-"#;
-
-    fn err(text: &str) -> ConfigError {
-        Config::parse(text).expect_err("config should be rejected")
-    }
-
-    fn with(replace: &str, by: &str) -> String {
-        assert!(GOOD.contains(replace), "{replace}");
-        GOOD.replace(replace, by)
-    }
-
-    #[test]
-    fn full_config_parses_into_the_internal_type() {
-        let c = Config::parse(GOOD).unwrap();
-        assert_eq!(c.substations.len(), 2);
-        assert_eq!(c.substations[1].weight, 2);
-        assert!(c.substations[1].drain);
-        assert!(c.substations[1].addr.ip().is_loopback());
-        assert_eq!(c.selection.algorithm, Algorithm::P2c);
-        assert_eq!(c.probe.interval, Duration::from_millis(500));
-    }
-
-    #[test]
-    fn minimal_config_takes_the_documented_defaults() {
-        let c =
-            Config::parse("listen: 127.0.0.1:1\nsubstations: [{name: a, address: 127.0.0.1:2}]")
-                .unwrap();
-        assert_eq!(c.admin.listen, "127.0.0.1:9100".parse().unwrap());
-        assert_eq!(c.probe.unhealthy_after, 2);
-        assert_eq!(c.selection.algorithm, Algorithm::LeastLoad);
-        assert_eq!(c.selection.max_utilization, 1.0);
-        assert_eq!(c.selection.default_request_kw, 11.0);
-        assert_eq!(c.substations[0].weight, 1);
-    }
-
-    #[test]
-    fn unknown_key_is_an_error_that_names_its_path() {
-        let e = err(&with("weight: 2", "wieght: 2"));
-        assert_eq!(e.path, "substations[1].wieght");
-        assert!(e.message.contains("unknown field"), "{e}");
-        let e = err(&with("interval_ms: 500", "interval: 500"));
-        assert_eq!(e.path, "probe.interval");
-    }
-
-    #[test]
-    fn bad_values_name_path_and_value() {
-        let cases = [
-            (
-                with("127.0.0.1:9001", "x:y"),
-                "substations[0].address",
-                "\"x:y\"",
-            ),
-            (
-                with("name: s2", "name: s1"),
-                "substations[1].name",
-                "used twice",
-            ),
-            (
-                with("localhost:9002", "127.0.0.1:9001"),
-                "substations[1].address",
-                "also the address",
-            ),
-            (with("weight: 2", "weight: 0"), "substations[1].weight", "0"),
-            (
-                with("max_utilization: 0.9", "max_utilization: 1.5"),
-                "selection.max_utilization",
-                "1.5",
-            ),
-            (
-                with("algorithm: p2c", "algorithm: fastest"),
-                "selection.algorithm",
-                "fastest",
-            ),
-            (
-                with("timeout_ms: 250", "timeout_ms: 900"),
-                "probe.timeout_ms",
-                "900",
-            ),
-            (
-                with("unhealthy_after: 2", "unhealthy_after: 0"),
-                "probe.unhealthy_after",
-                "0",
-            ),
-            (
-                with("listen: 127.0.0.1:8080", "listen: nowhere"),
-                "listen",
-                "nowhere",
-            ),
-            (
-                with("default_request_kw: 11", "default_request_kw: -1"),
-                "selection.default_request_kw",
-                "-1",
-            ),
-        ];
-        for (text, path, needle) in cases {
-            let e = err(&text);
-            assert_eq!(e.path, path, "{e}");
-            assert!(e.to_string().contains(needle), "{e} lacks {needle}");
-        }
-    }
-
-    #[test]
-    fn empty_substation_list_and_bad_yaml_are_errors() {
-        assert_eq!(
-            err("listen: 127.0.0.1:1\nsubstations: []").path,
-            "substations"
-        );
-        assert!(Config::parse("listen: [unclosed").is_err());
-        assert!(Config::parse("").is_err());
-    }
-
-    #[test]
-    fn public_admin_address_without_token_is_refused() {
-        let e = err(&with(
-            "admin: { listen: 127.0.0.1:9100 }",
-            "admin: { listen: 0.0.0.0:9100 }",
-        ));
-        assert_eq!(e.path, "admin.listen");
-        assert!(e.message.contains("token"), "{e}");
-    }
-
-    #[test]
-    fn token_is_never_printed() {
-        let admin = AdminConfig {
-            listen: "127.0.0.1:1".parse().unwrap(),
-            token: Some("hunter2".into()),
-            token_env: Some("T".into()),
-        };
-        let printed = format!("{admin:?}");
-        assert!(!printed.contains("hunter2"), "{printed}");
-        assert!(printed.contains("redacted"));
-    }
-
-    #[test]
-    fn limits_have_defaults_and_ranges() {
-        let c = Config::parse("listen: 127.0.0.1:1\nsubstations: [{name: a, address: 127.0.0.1:2}]").unwrap();
-        assert_eq!(c.limits.max_header_bytes, 32 * 1024);
-        assert_eq!(c.limits.max_concurrent_requests, 10_000);
-        let e = err(&format!("{GOOD}limits: {{ max_concurrent_requests: 0 }}\n"));
-        assert_eq!(e.path, "limits.max_concurrent_requests");
-    }
-
-    #[test]
-    fn name_that_resolves_nowhere_is_reported() {
-        let e = err(&with("localhost:9002", "no-such-host.invalid:9002"));
-        assert_eq!(e.path, "substations[1].address");
-    }
-}
+mod tests;

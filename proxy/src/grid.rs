@@ -267,7 +267,11 @@ impl Grid {
     pub async fn refresh_addresses(&self) {
         let _serial = self.reload_lock.lock().await;
         let current = self.config();
-        if current.substations.iter().all(|s| s.address.parse::<SocketAddr>().is_ok()) {
+        if current
+            .substations
+            .iter()
+            .all(|s| s.address.parse::<SocketAddr>().is_ok())
+        {
             return;
         }
         let lookup = Arc::clone(&current);
@@ -276,7 +280,9 @@ impl Grid {
                 .substations
                 .iter()
                 .enumerate()
-                .map(|(i, s)| crate::config::resolve(&format!("substations[{i}].address"), &s.address))
+                .map(|(i, s)| {
+                    crate::config::resolve(&format!("substations[{i}].address"), &s.address)
+                })
                 .collect::<Vec<_>>()
         })
         .await;
@@ -300,7 +306,10 @@ impl Grid {
         addrs.sort();
         addrs.dedup();
         if addrs.len() != next.substations.len() {
-            log::error!("after re-resolving, two substations share an address; keeping the old addresses ({})", moved.join(", "));
+            log::error!(
+                "after re-resolving, two substations share an address; keeping the old addresses ({})",
+                moved.join(", ")
+            );
             return;
         }
         log::info!("substation addresses moved: {}", moved.join(", "));
@@ -447,130 +456,4 @@ impl InetAddr for Backend {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::table::Report;
-    use gridlb_protocol::ReportVersion;
-    use proptest::prelude::*;
-    use std::time::Instant;
-
-    /// One substation of a generated grid: its report (load, capacity), health and drain.
-    #[derive(Debug, Clone)]
-    struct Sub {
-        report: Option<(f64, f64)>,
-        healthy: bool,
-        drain: bool,
-    }
-
-    fn sub() -> impl Strategy<Value = Sub> {
-        (
-            proptest::option::weighted(
-                0.85,
-                (0.0f64..1.0, 10.0f64..1000.0).prop_map(|(f, cap)| (f * cap, cap)),
-            ),
-            proptest::bool::weighted(0.85),
-            proptest::bool::weighted(0.15),
-        )
-            .prop_map(|(report, healthy, drain)| Sub {
-                report,
-                healthy,
-                drain,
-            })
-    }
-
-    fn grid(
-        subs: &[Sub],
-        algorithm: &str,
-        max_utilization: f64,
-    ) -> (tokio::runtime::Runtime, Arc<Grid>) {
-        let lines: String = subs
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                format!(
-                    "  - {{ name: s{i}, address: \"127.0.0.1:{}\", drain: {} }}\n",
-                    20000 + i,
-                    s.drain
-                )
-            })
-            .collect();
-        let yaml = format!(
-            "listen: 127.0.0.1:1\nsubstations:\n{lines}selection: {{ algorithm: {algorithm}, max_utilization: {max_utilization} }}\n"
-        );
-        let config = Config::parse(&yaml).expect("generated config is valid");
-        let metrics = Arc::new(Metrics::new(&prometheus::Registry::new()).expect("fresh registry"));
-        let grid = Grid::new(config, None, metrics, crate::selection::Rng::seeded(9));
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(grid.update_membership());
-        for (s, live) in subs.iter().zip(&grid.snapshot().substations) {
-            live.state.set_healthy(s.healthy);
-            if let Some((load_kw, capacity_kw)) = s.report {
-                live.state.offer(Report {
-                    version: ReportVersion { epoch: 1, seq: 1 },
-                    load_kw,
-                    capacity_kw,
-                    active_sessions: None,
-                    received_at: Instant::now(),
-                });
-            }
-        }
-        (rt, grid)
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(96))]
-
-        /// Whatever the reports and requests: the chosen substation is healthy, not draining,
-        /// has a report and is not pushed past `max_utilization`; and when nothing is chosen,
-        /// no eligible substation had room.
-        #[test]
-        fn never_routes_to_a_substation_it_would_overload(
-            subs in proptest::collection::vec(sub(), 1..8),
-            requests in proptest::collection::vec(0.5f64..300.0, 1..25),
-            algorithm in proptest::sample::select(vec!["least-load", "p2c", "round-robin", "random"]),
-            max_utilization in 0.5f64..=1.0,
-        ) {
-            let (_rt, grid) = grid(&subs, algorithm, max_utilization);
-            let mut held = Vec::new();
-            for kw in requests {
-                let snapshot = grid.snapshot();
-                let room = snapshot.substations.iter().any(|s| {
-                    s.state.is_healthy() && !s.state.is_draining()
-                        && s.state.utilization_with(kw).is_some_and(|u| u <= max_utilization + 1e-9)
-                });
-                match grid.select(kw, &[]) {
-                    Some(reservation) => {
-                        let state = reservation.state();
-                        prop_assert!(state.is_healthy() && !state.is_draining());
-                        prop_assert!(state.report().is_some());
-                        prop_assert!(state.utilization_with(0.0).unwrap_or(f64::MAX) <= max_utilization + 1e-6);
-                        held.push(reservation);
-                    }
-                    None => prop_assert!(!room, "refused {kw} kW while a substation had room"),
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn a_request_never_goes_back_to_a_substation_it_tried() {
-        let subs = vec![
-            Sub {
-                report: Some((0.0, 100.0)),
-                healthy: true,
-                drain: false
-            };
-            3
-        ];
-        let (_rt, grid) = grid(&subs, "least-load", 1.0);
-        let mut tried = Vec::new();
-        while let Some(r) = grid.select(1.0, &tried) {
-            assert!(!tried.contains(&r.state().addr));
-            tried.push(r.state().addr);
-        }
-        assert_eq!(tried.len(), 3);
-    }
-}
+mod tests;

@@ -1,0 +1,132 @@
+//! The file as written: serde structs that mirror the YAML exactly (`deny_unknown_fields`),
+//! with the documented defaults. `config.rs` turns them into the validated `Config`.
+
+use super::Algorithm;
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    pub listen: String,
+    #[serde(default)]
+    pub admin: Admin,
+    pub substations: Vec<Substation>,
+    #[serde(default)]
+    pub probe: Probe,
+    #[serde(default)]
+    pub selection: Selection,
+    #[serde(default)]
+    pub upstream: Upstream,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub dns: Dns,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Dns {
+    pub refresh_ms: u64,
+}
+
+impl Default for Dns {
+    fn default() -> Self {
+        Dns { refresh_ms: 30_000 }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    pub listen: Option<String>,
+    pub token_env: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Substation {
+    pub name: String,
+    pub address: String,
+    #[serde(default = "one")]
+    pub weight: u64,
+    #[serde(default)]
+    pub drain: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Probe {
+    pub path: String,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    pub unhealthy_after: u64,
+    pub healthy_after: u64,
+}
+
+impl Default for Probe {
+    fn default() -> Self {
+        Probe {
+            path: "/load".into(),
+            interval_ms: 500,
+            timeout_ms: 250,
+            unhealthy_after: 2,
+            healthy_after: 1,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Selection {
+    pub algorithm: Algorithm,
+    pub max_utilization: f64,
+    pub default_request_kw: f64,
+}
+
+impl Default for Selection {
+    fn default() -> Self {
+        Selection {
+            algorithm: Algorithm::LeastLoad,
+            max_utilization: 1.0,
+            default_request_kw: 11.0,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Upstream {
+    pub connect_timeout_ms: u64,
+    pub read_timeout_ms: u64,
+}
+
+impl Default for Upstream {
+    fn default() -> Self {
+        Upstream {
+            connect_timeout_ms: 1000,
+            read_timeout_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub max_header_bytes: u64,
+    pub client_read_timeout_ms: u64,
+    pub max_concurrent_requests: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_header_bytes: 32 * 1024,
+            client_read_timeout_ms: 10_000,
+            max_concurrent_requests: 10_000,
+        }
+    }
+}
+
+fn one() -> u64 {
+    1
+}

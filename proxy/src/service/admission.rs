@@ -1,0 +1,250 @@
+//! Admission: what happens to a request before anything is sent upstream.
+//!
+//! The limits (requests in progress, header size, the client's time to send its body), the
+//! body (read whole, at most 16 KiB, kept by Pingora for retries), the requested power, and
+//! the choice of the first substation, with its power reserved. When nothing has room the
+//! proxy answers `503` itself. Also the routing of `DELETE /charge/{id}` and the JSON answers
+//! the proxy writes on its own.
+
+use super::{GridProxy, RequestCtx, Route};
+use crate::affinity::valid_key;
+use crate::table::Reservation;
+use bytes::{Bytes, BytesMut};
+use gridlb_protocol::{
+    CHARGE_KW_HEADER, ChargeRequest, ErrorBody, IDEMPOTENCY_HEADER, MAX_CHARGE_BODY,
+    parse_charge_kw,
+};
+use pingora_error::{ErrorType, Result};
+use pingora_http::ResponseHeader;
+use pingora_proxy::Session;
+use std::sync::Arc;
+
+impl GridProxy {
+    /// `Retry-After` for a refusal: what a substation said, else one probe interval (the
+    /// soonest the proxy can learn that power was freed), at least one second.
+    pub(super) fn retry_after(&self, ctx: &RequestCtx) -> u64 {
+        ctx.retry_after
+            .unwrap_or_else(|| self.grid.config().probe.interval.as_secs_f64().ceil() as u64)
+            .max(1)
+    }
+
+    pub(super) async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        ctx.route = Route::Charge;
+        let declared = session
+            .req_header()
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > MAX_CHARGE_BODY) {
+            return too_large(session).await;
+        }
+        session.as_mut().enable_retry_buffering();
+        let mut body = BytesMut::new();
+        loop {
+            let chunk = match session.read_request_body().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(e) if matches!(e.etype(), ErrorType::ReadTimedout) => {
+                    session.set_keepalive(None);
+                    let err = ErrorBody::new("the request body did not arrive in time", None);
+                    respond_json(session, 408, &[], err.to_json()).await?;
+                    return Ok(true);
+                }
+                Err(e) => return Err(e),
+            };
+            if body.len() + chunk.len() > MAX_CHARGE_BODY {
+                return too_large(session).await;
+            }
+            body.extend_from_slice(&chunk);
+        }
+        ctx.kw = match session.req_header().headers.get(CHARGE_KW_HEADER) {
+            Some(value) => match value
+                .to_str()
+                .map_err(|_| ())
+                .and_then(|v| parse_charge_kw(v).map_err(|_| ()))
+            {
+                Ok(kw) => kw,
+                Err(()) => {
+                    let err = ErrorBody::new(
+                        format!(
+                            "{CHARGE_KW_HEADER} must be a finite number of kW greater than zero"
+                        ),
+                        Some(CHARGE_KW_HEADER.into()),
+                    );
+                    respond_json(session, 400, &[], err.to_json()).await?;
+                    return Ok(true);
+                }
+            },
+            None => ChargeRequest::peek_power(&body)
+                .unwrap_or(self.grid.config().selection.default_request_kw),
+        };
+        if let Some(key) = session.req_header().headers.get(IDEMPOTENCY_HEADER) {
+            match key.to_str().ok().filter(|k| valid_key(k)) {
+                Some(key) => ctx.idempotency_key = Some(key.to_string()),
+                None => {
+                    let err = ErrorBody::new(
+                        "idempotency-key must be 1 to 255 visible ASCII characters",
+                        Some(IDEMPOTENCY_HEADER.into()),
+                    );
+                    respond_json(session, 400, &[], err.to_json()).await?;
+                    return Ok(true);
+                }
+            }
+        }
+        let mut chosen = self
+            .affine(ctx)
+            .or_else(|| self.grid.select(ctx.kw, &ctx.tried));
+        if chosen.is_none() && !self.grid.has_probed() {
+            // Just started (or just took over in an upgrade): the first reports are moments
+            // away; refusing now would turn a restart into failed requests.
+            let limit = self.grid.config().probe.timeout * 2;
+            if self.grid.wait_first_round(limit).await {
+                chosen = self.grid.select(ctx.kw, &ctx.tried);
+            }
+        }
+        match chosen {
+            Some(reservation) => {
+                ctx.pending = Some(reservation);
+                Ok(false)
+            }
+            None => {
+                self.grid.metrics.admission_refused("grid_full");
+                let err = ErrorBody::new(
+                    format!("no healthy substation has room for {} kW", ctx.kw),
+                    None,
+                );
+                let retry_after = self.retry_after(ctx).to_string();
+                respond_json(session, 503, &[("retry-after", retry_after)], err.to_json()).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Where this request's Idempotency-Key went before, if it did: there first, with the
+    /// power reserved if it fits, else without (a replay books nothing; a new booking is
+    /// refused by the substation if it does not fit, and the usual candidates follow).
+    fn affine(&self, ctx: &RequestCtx) -> Option<Reservation> {
+        let name = self.grid.affinity.get(ctx.idempotency_key.as_deref()?)?;
+        let snapshot = self.grid.snapshot();
+        let state = &snapshot.find(&name)?.state;
+        if state.is_removed() {
+            return None;
+        }
+        let max_utilization = snapshot.config.selection.max_utilization;
+        Some(
+            state
+                .try_reserve(ctx.kw, max_utilization)
+                .unwrap_or_else(|| state.reserve_nothing()),
+        )
+    }
+
+    /// The limits: requests in progress, header size, and the client's time to send its body.
+    /// True when the request was answered here.
+    pub(super) async fn limited(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<bool> {
+        let limits = self.grid.config().limits.clone();
+        match self.grid.gate.enter(limits.max_concurrent_requests) {
+            Some(pass) => ctx._pass = Some(pass),
+            None => {
+                self.grid.metrics.admission_refused("busy");
+                let err = ErrorBody::new("too many requests in progress; try again shortly", None);
+                respond_json(
+                    session,
+                    503,
+                    &[("retry-after", "1".to_string())],
+                    err.to_json(),
+                )
+                .await?;
+                return Ok(true);
+            }
+        }
+        let head = session.req_header();
+        let header_bytes: usize = head.uri.to_string().len()
+            + head
+                .headers
+                .iter()
+                .map(|(name, value)| name.as_str().len() + value.len() + 4)
+                .sum::<usize>();
+        if header_bytes > limits.max_header_bytes {
+            session.set_keepalive(None);
+            let err = ErrorBody::new(
+                format!(
+                    "request headers are larger than {} bytes",
+                    limits.max_header_bytes
+                ),
+                None,
+            );
+            respond_json(session, 431, &[], err.to_json()).await?;
+            return Ok(true);
+        }
+        session
+            .as_mut()
+            .set_read_timeout(Some(limits.client_read_timeout));
+        Ok(false)
+    }
+
+    /// `DELETE /charge/{id}`: the id is `{substation}-{epoch}-{n}`.
+    pub(super) async fn route_release(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        id: &str,
+    ) -> Result<bool> {
+        ctx.route = Route::Release;
+        let owner = id
+            .rsplitn(3, '-')
+            .nth(2)
+            .filter(|_| id.split('-').count() >= 3);
+        let snapshot = self.grid.snapshot();
+        match owner.and_then(|name| snapshot.find(name)) {
+            Some(sub) => {
+                ctx.target = Some(Arc::clone(&sub.state));
+                Ok(false)
+            }
+            None => {
+                let err = ErrorBody::new(format!("no substation owns session {id:?}"), None);
+                respond_json(session, 404, &[], err.to_json()).await?;
+                Ok(true)
+            }
+        }
+    }
+}
+
+pub(super) async fn respond_json(
+    session: &mut Session,
+    status: u16,
+    headers: &[(&'static str, String)],
+    body: Vec<u8>,
+) -> Result<()> {
+    // An answer before the request body was read leaves it on the connection: say it closes.
+    if !session.as_mut().is_body_done() {
+        session.set_keepalive(None);
+    }
+    let mut resp = ResponseHeader::build(status, Some(headers.len() + 2))?;
+    resp.insert_header("content-type", "application/json")?;
+    resp.insert_header("content-length", body.len().to_string())?;
+    for (name, value) in headers {
+        resp.insert_header(*name, value.as_str())?;
+    }
+    session.write_response_header(Box::new(resp), false).await?;
+    session
+        .write_response_body(Some(Bytes::from(body)), true)
+        .await
+}
+
+async fn too_large(session: &mut Session) -> Result<bool> {
+    let err = ErrorBody::new(format!("body is larger than {MAX_CHARGE_BODY} bytes"), None);
+    // The rest of the body is not read: this connection cannot be reused.
+    session.set_keepalive(None);
+    respond_json(session, 413, &[], err.to_json()).await?;
+    Ok(true)
+}
+
+pub(super) async fn not_allowed(session: &mut Session, allow: &'static str) -> Result<bool> {
+    let err = ErrorBody::new(format!("method not allowed; use {allow}"), None);
+    respond_json(session, 405, &[("allow", allow.to_string())], err.to_json()).await?;
+    Ok(true)
+}
