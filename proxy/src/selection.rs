@@ -18,7 +18,8 @@
 //!   costs one pass over the substations, never a sort.
 //! - `p2c`: the "power of two random choices" (Mitzenmacher, 2001; tower's `balance::p2c`):
 //!   two distinct random candidates, the less utilised first, then the other, then the rest
-//!   in least-load order. It needs no global view, so it herds less when reports are stale.
+//!   in least-load order. It looks at two substations, not all of them, so its cost does not
+//!   grow with the grid, and it herds less when reports are stale.
 //! - `round-robin` and `random`: baselines that ignore load (weighted by `weight`); they only
 //!   skip a substation that has no room.
 //!
@@ -162,12 +163,23 @@ fn cmp(a: &Scored, b: &Scored) -> std::cmp::Ordering {
 
 /// The candidates of one request in order of preference: a fixed head (p2c's two, or a
 /// baseline's whole order), then the rest by least utilisation, each found when asked for.
-/// A request usually takes only the first, so the full order is never sorted: the first
-/// choice costs one pass over the candidates.
+/// A request usually takes only the first, so the full order is never sorted: least-load's
+/// first choice costs one pass over the substations, p2c's costs two looks (the rest is
+/// scored only if a retry asks for it).
 pub struct Order {
     head: Vec<usize>,
     pos: usize,
-    rest: Vec<Scored>,
+    rest: Rest,
+}
+
+enum Rest {
+    Scored(Vec<Scored>),
+    /// Not scored yet: every eligible candidate but `skip`, for a request of `kw`.
+    Later {
+        kw: f64,
+        max_utilization: f64,
+        skip: [usize; 2],
+    },
 }
 
 impl Order {
@@ -175,7 +187,7 @@ impl Order {
         Order {
             head,
             pos: 0,
-            rest: Vec::new(),
+            rest: Rest::Scored(Vec::new()),
         }
     }
 
@@ -183,17 +195,31 @@ impl Order {
         Order {
             head: Vec::new(),
             pos: 0,
-            rest,
+            rest: Rest::Scored(rest),
         }
     }
 
-    pub fn next_index(&mut self) -> Option<usize> {
+    /// The next candidate of `selection` (the one this order was made by).
+    pub fn next_index(&mut self, selection: &GridSelection) -> Option<usize> {
         if let Some(&i) = self.head.get(self.pos) {
             self.pos += 1;
             return Some(i);
         }
-        let best = (0..self.rest.len()).min_by(|&a, &b| cmp(&self.rest[a], &self.rest[b]))?;
-        Some(self.rest.swap_remove(best).2)
+        if let Rest::Later {
+            kw,
+            max_utilization,
+            skip,
+        } = self.rest
+        {
+            let mut rest = selection.scored(kw, max_utilization);
+            rest.retain(|c| !skip.contains(&c.2));
+            self.rest = Rest::Scored(rest);
+        }
+        let Rest::Scored(rest) = &mut self.rest else {
+            return None;
+        };
+        let best = (0..rest.len()).min_by(|&a, &b| cmp(&rest[a], &rest[b]))?;
+        Some(rest.swap_remove(best).2)
     }
 }
 
@@ -201,60 +227,90 @@ impl GridSelection {
     /// The candidates for a request of `kw`, in order of preference.
     pub fn order(&self, kw: f64) -> Order {
         let settings = self.config.settings.load();
-        let eligible = self.scored(kw, settings.max_utilization);
+        let max_utilization = settings.max_utilization;
         match settings.algorithm {
-            Algorithm::LeastLoad => Order::least_first(eligible),
-            Algorithm::P2c => self.p2c(eligible),
-            Algorithm::RoundRobin => Order::fixed(self.round_robin(&eligible)),
-            Algorithm::Random => Order::fixed(self.weighted_random(&eligible)),
+            Algorithm::LeastLoad => Order::least_first(self.scored(kw, max_utilization)),
+            Algorithm::P2c => self.p2c(kw, max_utilization),
+            Algorithm::RoundRobin => {
+                Order::fixed(self.round_robin(&self.scored(kw, max_utilization)))
+            }
+            Algorithm::Random => {
+                Order::fixed(self.weighted_random(&self.scored(kw, max_utilization)))
+            }
         }
     }
 
     /// The first choice for a request of `kw` (what one request costs, usually).
     pub fn choose(&self, kw: f64) -> Option<usize> {
-        self.order(kw).next_index()
+        self.order(kw).next_index(self)
     }
 
     /// Every candidate for a request of `kw`, in order of preference.
     pub fn rank(&self, kw: f64) -> Vec<usize> {
         let mut order = self.order(kw);
-        std::iter::from_fn(|| order.next_index()).collect()
+        std::iter::from_fn(|| order.next_index(self)).collect()
     }
 
-    /// Candidates with a report, healthy, not draining and with room for `kw`. One random
-    /// draw per request seeds every candidate's tie-breaker (no shared state per candidate).
+    /// Utilisation of candidate `i` after `kw`, if it is healthy, not draining, reported and
+    /// has room.
+    fn score(&self, i: usize, kw: f64, max_utilization: f64) -> Option<f64> {
+        let s = &self.states[i];
+        if !s.is_healthy() || s.is_draining() {
+            return None;
+        }
+        let u = s.utilization_with(kw)?;
+        (u <= max_utilization + 1e-9).then_some(u)
+    }
+
+    /// Every candidate with a report, healthy, not draining and with room for `kw`. One
+    /// random draw per request seeds every candidate's tie-breaker (no shared state per
+    /// candidate).
     fn scored(&self, kw: f64, max_utilization: f64) -> Vec<Scored> {
         let seed = self.config.rng.next_u64();
-        self.states
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.is_healthy() && !s.is_draining())
-            .filter_map(|(i, s)| {
-                let u = s.utilization_with(kw)?;
-                (u <= max_utilization + 1e-9).then(|| (u, Rng::mix(seed ^ i as u64), i))
-            })
-            .collect()
+        let mut out = Vec::with_capacity(self.states.len());
+        for i in 0..self.states.len() {
+            if let Some(u) = self.score(i, kw, max_utilization) {
+                out.push((u, Rng::mix(seed ^ i as u64), i));
+            }
+        }
+        out
     }
 
-    fn p2c(&self, mut eligible: Vec<Scored>) -> Order {
-        if eligible.len() <= 2 {
-            return Order::least_first(eligible);
+    /// Two distinct random candidates that can take the request, the less utilised first.
+    /// At most eight draws: a grid where few can take it falls back to least-load's scan.
+    fn p2c(&self, kw: f64, max_utilization: f64) -> Order {
+        let n = self.states.len();
+        let seed = self.config.rng.next_u64();
+        let mut picked: Vec<Scored> = Vec::with_capacity(2);
+        for _ in 0..if n > 2 { 8 } else { 0 } {
+            let i = self.config.rng.below(n);
+            if picked.iter().any(|p| p.2 == i) {
+                continue;
+            }
+            if let Some(u) = self.score(i, kw, max_utilization) {
+                picked.push((u, Rng::mix(seed ^ i as u64), i));
+                if picked.len() == 2 {
+                    break;
+                }
+            }
         }
-        let n = eligible.len();
-        let a = self.config.rng.below(n);
-        let b = (a + 1 + self.config.rng.below(n - 1)) % n;
-        let (first, second) = if cmp(&eligible[a], &eligible[b]).is_lt() {
-            (a, b)
-        } else {
-            (b, a)
-        };
-        let head = vec![eligible[first].2, eligible[second].2];
-        eligible.retain(|c| c.2 != head[0] && c.2 != head[1]);
-        Order {
-            head,
-            pos: 0,
-            rest: eligible,
+        if let [a, b] = picked[..] {
+            let (first, second) = if cmp(&a, &b).is_lt() {
+                (a.2, b.2)
+            } else {
+                (b.2, a.2)
+            };
+            return Order {
+                head: vec![first, second],
+                pos: 0,
+                rest: Rest::Later {
+                    kw,
+                    max_utilization,
+                    skip: [first, second],
+                },
+            };
         }
+        Order::least_first(self.scored(kw, max_utilization))
     }
 
     fn round_robin(&self, eligible: &[Scored]) -> Vec<usize> {
@@ -303,7 +359,7 @@ pub struct GridIter {
 
 impl BackendIter for GridIter {
     fn next(&mut self) -> Option<&Backend> {
-        let index = self.order.next_index()?;
+        let index = self.order.next_index(&self.selection)?;
         self.selection.backends.get(index)
     }
 }
