@@ -147,10 +147,16 @@ impl Config {
 
     /// Parse and validate YAML text. Environment variables are read for `admin.token_env`.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse_with(text, &resolve)
+    }
+
+    /// [`Config::parse`] with another resolver of substation addresses (`path`, `host:port`):
+    /// for tools and fuzzing that must not do network I/O.
+    pub fn parse_with(text: &str, resolver: &Resolver) -> Result<Config, ConfigError> {
         let de = serde_yaml::Deserializer::from_str(text);
         let file: raw::File = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
-            let path = if path == "." {
+            let path = if path == "." || path.is_empty() {
                 "file".to_string()
             } else {
                 path
@@ -163,11 +169,14 @@ impl Config {
             };
             ConfigError::new(path, message)
         })?;
-        validate(file)
+        validate(file, resolver)
     }
 }
 
-fn validate(file: raw::File) -> Result<Config, ConfigError> {
+/// Resolves a substation address (`host:port`) given at a key path.
+pub type Resolver = dyn Fn(&str, &str) -> Result<SocketAddr, ConfigError>;
+
+fn validate(file: raw::File, resolver: &Resolver) -> Result<Config, ConfigError> {
     let listen = socket_addr("listen", &file.listen)?;
     let admin = admin(file.admin)?;
     if admin.listen == listen {
@@ -179,7 +188,7 @@ fn validate(file: raw::File) -> Result<Config, ConfigError> {
     Ok(Config {
         listen,
         admin,
-        substations: substations(file.substations)?,
+        substations: substations(file.substations, resolver)?,
         probe: probe(file.probe)?,
         selection: selection(file.selection)?,
         upstream: upstream(file.upstream)?,
@@ -214,7 +223,10 @@ fn admin(raw: raw::Admin) -> Result<AdminConfig, ConfigError> {
     })
 }
 
-fn substations(raw: Vec<raw::Substation>) -> Result<Vec<SubstationConfig>, ConfigError> {
+fn substations(
+    raw: Vec<raw::Substation>,
+    resolver: &Resolver,
+) -> Result<Vec<SubstationConfig>, ConfigError> {
     if raw.is_empty() {
         return Err(ConfigError::new(
             "substations",
@@ -236,7 +248,7 @@ fn substations(raw: Vec<raw::Substation>) -> Result<Vec<SubstationConfig>, Confi
                 format!("{:?} is used twice", s.name),
             ));
         }
-        let addr = resolve(&at("address"), &s.address)?;
+        let addr = resolver(&at("address"), &s.address)?;
         if let Some(other) = out.iter().find(|o| o.addr == addr) {
             return Err(ConfigError::new(
                 at("address"),

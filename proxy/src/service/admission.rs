@@ -19,6 +19,9 @@ use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 use std::sync::Arc;
 
+/// How long a kept-alive client connection may sit idle between two requests.
+const KEEPALIVE_IDLE_SECS: u64 = 60;
+
 impl GridProxy {
     /// `Retry-After` for a refusal: what a substation said, else one probe interval (the
     /// soonest the proxy can learn that power was freed), at least one second.
@@ -40,17 +43,30 @@ impl GridProxy {
         }
         session.as_mut().enable_retry_buffering();
         let mut body = BytesMut::new();
+        // The whole body within the limit, not each read: a client that trickles a byte at a
+        // time must not hold the request for ever.
+        let deadline = tokio::time::Instant::now() + self.grid.config().limits.client_read_timeout;
         loop {
-            let chunk = match session.read_request_body().await {
-                Ok(Some(chunk)) => chunk,
-                Ok(None) => break,
-                Err(e) if matches!(e.etype(), ErrorType::ReadTimedout) => {
+            let read = tokio::time::timeout_at(deadline, session.read_request_body()).await;
+            let chunk = match read {
+                Ok(Ok(Some(chunk))) => chunk,
+                Ok(Ok(None)) => break,
+                Ok(Err(e)) if !matches!(e.etype(), ErrorType::ReadTimedout) => {
+                    // A broken body (a bad chunk size, say) is the client's error.
+                    session.set_keepalive(None);
+                    let err = ErrorBody::new(
+                        format!("the request body is malformed: {}", e.etype().as_str()),
+                        None,
+                    );
+                    respond_json(session, 400, &[], err.to_json()).await?;
+                    return Ok(true);
+                }
+                Ok(Err(_)) | Err(_) => {
                     session.set_keepalive(None);
                     let err = ErrorBody::new("the request body did not arrive in time", None);
                     respond_json(session, 408, &[], err.to_json()).await?;
                     return Ok(true);
                 }
-                Err(e) => return Err(e),
             };
             if body.len() + chunk.len() > MAX_CHARGE_BODY {
                 return too_large(session).await;
@@ -183,6 +199,8 @@ impl GridProxy {
         session
             .as_mut()
             .set_read_timeout(Some(limits.client_read_timeout));
+        // Without this Pingora waits for a kept-alive connection's next request for ever.
+        session.set_keepalive(Some(KEEPALIVE_IDLE_SECS));
         Ok(false)
     }
 
