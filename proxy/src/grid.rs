@@ -80,7 +80,14 @@ pub struct Grid {
     pub affinity: crate::affinity::Affinity,
     /// Requests in progress, capped by `limits.max_concurrent_requests`.
     pub gate: Arc<crate::gate::Gate>,
+    /// Probes on demand, when the grid looks full (see [`Grid::refresh_for`]).
+    refresher: LoadProbe,
+    /// One refresh at a time; concurrent callers share its result.
+    refresh_lock: tokio::sync::Mutex<()>,
 }
+
+/// A refusal is never based on a report older than this.
+const FRESH: std::time::Duration = std::time::Duration::from_millis(25);
 
 impl Grid {
     /// Build the grid for `config`. `rng` makes selection reproducible in tests.
@@ -104,6 +111,7 @@ impl Grid {
             Box::new(ConfigDiscovery::new(Arc::clone(&snapshot))),
             registry,
         );
+        let refresher = LoadProbe::new(Arc::clone(&snapshot), Arc::clone(&metrics));
         backends.set_health_check(Box::new(LoadProbe::new(
             Arc::clone(&snapshot),
             Arc::clone(&metrics),
@@ -121,6 +129,8 @@ impl Grid {
             first_round: tokio::sync::watch::Sender::new(false),
             affinity: crate::affinity::Affinity::new(100_000, std::time::Duration::from_secs(900)),
             gate: Arc::new(crate::gate::Gate::default()),
+            refresher,
+            refresh_lock: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -159,6 +169,29 @@ impl Grid {
                 }
             });
         reserved.into_inner()
+    }
+
+    /// When no substation seems to have room for `kw`, the reports may just be stale (sessions
+    /// end between probes). Re-probe, now and in parallel, every eligible substation whose
+    /// capacity could take `kw` and whose report is older than [`FRESH`]; true if any report
+    /// changed, so the caller selects again. Concurrent callers wait for the same round
+    /// instead of probing again, and a round takes at most one probe timeout.
+    pub async fn refresh_for(&self, kw: f64) -> bool {
+        let _serial = self.refresh_lock.lock().await;
+        let snapshot = self.snapshot.load_full();
+        let stale: Vec<&Arc<SubstationState>> = snapshot
+            .substations
+            .iter()
+            .map(|s| &s.state)
+            .filter(|s| s.is_healthy() && !s.is_draining())
+            .filter(|s| {
+                s.report()
+                    .is_some_and(|r| r.capacity_kw >= kw && r.received_at.elapsed() > FRESH)
+            })
+            .collect();
+        let refreshed =
+            futures::future::join_all(stale.iter().map(|s| self.refresher.refresh(s))).await;
+        refreshed.into_iter().any(|changed| changed)
     }
 
     /// Ready once every configured substation has been probed at least once.

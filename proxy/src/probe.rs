@@ -150,6 +150,28 @@ impl LoadProbe {
     }
 }
 
+impl LoadProbe {
+    /// Probe one substation now, outside the schedule (and outside Pingora's health
+    /// counting): true when it brought a newer report.
+    pub async fn refresh(&self, state: &SubstationState) -> bool {
+        let probe = self.snapshot.load().config.probe.clone();
+        let before = state.report().map(|r| r.version);
+        let started = Instant::now();
+        let result = match tokio::time::timeout(
+            probe.timeout,
+            self.fetch(state, &probe.path, probe.timeout),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(ProbeError::Timeout(probe.timeout)),
+        };
+        self.metrics.probe_duration(&state.name, started.elapsed());
+        self.record(state, &result);
+        state.report().map(|r| r.version) != before
+    }
+}
+
 #[async_trait]
 impl HealthCheck for LoadProbe {
     async fn check(&self, target: &Backend) -> Result<()> {

@@ -268,3 +268,49 @@ where
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grid_that_looks_full_on_old_reports_is_probed_again_before_refusing() {
+    let s = substation("s1", 100.0, 1.0).await;
+    // Probes a minute apart: whatever the proxy knows between them comes from answers.
+    let proxy = Proxy::start(
+        &[("s1", s.addr)],
+        "probe: { interval_ms: 60000, timeout_ms: 500 }",
+    )
+    .await;
+    // A session booked behind the proxy's back fills the substation for one second; the
+    // proxy learns it from the refusal of a request it then sends.
+    assert_eq!(book_direct_for(s.addr, 100.0, 1.0).await.status, 201);
+    assert_eq!(proxy.charge("early", 50.0, 60.0).await.status, 503);
+    assert_eq!(
+        entry(&proxy.status().await, "s1")["report"]["load_kw"],
+        100.0
+    );
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // The session has ended; the proxy's last report still says full.
+    let answer = proxy.charge("late", 50.0, 60.0).await;
+    assert_eq!(
+        answer.status,
+        201,
+        "refused on a stale report: {:?}",
+        answer.json()
+    );
+}
+
+async fn book_direct_for(
+    addr: std::net::SocketAddr,
+    kw: f64,
+    duration_s: f64,
+) -> gridlb::client::Answer {
+    let body = format!(r#"{{"vehicle_id":"direct","power_kw":{kw},"duration_s":{duration_s}}}"#);
+    common::client()
+        .request(
+            addr,
+            "POST",
+            "/charge",
+            &[("content-type", "application/json")],
+            body.as_bytes(),
+        )
+        .await
+        .expect("substation answers")
+}

@@ -118,6 +118,10 @@ impl GridProxy {
                 chosen = self.grid.select(ctx.kw, &ctx.tried);
             }
         }
+        if chosen.is_none() && self.grid.refresh_for(ctx.kw).await {
+            // The grid looked full on old reports; fresh ones found room.
+            chosen = self.grid.select(ctx.kw, &ctx.tried);
+        }
         match chosen {
             Some(reservation) => {
                 ctx.pending = Some(reservation);
