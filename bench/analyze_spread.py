@@ -1,0 +1,233 @@
+#!/usr/bin/env python3
+"""Figures and plots of the spread benchmark (bench/spread writes the inputs).
+
+usage: analyze_spread.py WORK_DIR OUT_DIR --routers "least-load ..." --seconds S --rate R
+                         --seed N --time-scale X --hz H --build PROFILE
+
+Per router, from WORK_DIR/ROUTER-load.csv (the substations' own /load, sampled),
+ROUTER-events.csv and ROUTER-summary.json (ev-demand) and ROUTER-NAME.metrics:
+- peak utilisation of each substation (load / capacity, as the substation reports it);
+- time-averaged spread: the mean over the demand window of (max - min utilisation);
+- sessions refused while another substation had room: a 503 for P kW when, in the last sample
+  taken before the request was sent, some substation had load + P <= capacity;
+- sessions refused in all, and refusals by substations that the router retried elsewhere;
+- energy delivered: the integral of the total load over the demand window, in simulated kWh.
+Writes OUT_DIR/spread.json, spread.md and spread.png.
+"""
+import argparse
+import bisect
+import csv
+import datetime
+import json
+import os
+import re
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+ROOM_EPS = 1e-6
+
+
+def ticks(path):
+    """[(t_unix, {name: (load, capacity)})], complete ticks only, in time order."""
+    by_t = {}
+    names = set()
+    with open(path) as f:
+        for row in csv.DictReader(f):
+            names.add(row["substation"])
+            by_t.setdefault(float(row["t_unix"]), {})[row["substation"]] = (
+                float(row["load_kw"]), float(row["capacity_kw"]))
+    return sorted((t, subs) for t, subs in by_t.items() if len(subs) == len(names)), sorted(names)
+
+
+def events(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def metric(path, series):
+    if not os.path.exists(path):
+        return 0.0
+    for line in open(path):
+        if line.startswith(series + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def analyse(work, router, seconds, scale):
+    summary = json.load(open(os.path.join(work, f"{router}-summary.json")))
+    series, names = ticks(os.path.join(work, f"{router}-load.csv"))
+    start = summary["started_unix"]
+    end = start + seconds
+    window = [(t, s) for t, s in series if start <= t <= end]
+    util = lambda s, n: s[n][0] / s[n][1]
+    peak = {n: max((util(s, n) for _, s in window), default=0.0) for n in names}
+    mean_util = {n: (sum(util(s, n) for _, s in window) / len(window) if window else 0.0) for n in names}
+    # Time-weighted mean of the spread, and the energy integral (trapezoids).
+    spread_area = energy_kw_s = 0.0
+    for (t0, s0), (t1, s1) in zip(window, window[1:]):
+        dt = t1 - t0
+        sp0 = max(util(s0, n) for n in names) - min(util(s0, n) for n in names)
+        sp1 = max(util(s1, n) for n in names) - min(util(s1, n) for n in names)
+        spread_area += (sp0 + sp1) / 2 * dt
+        energy_kw_s += (sum(s0[n][0] for n in names) + sum(s1[n][0] for n in names)) / 2 * dt
+    span = window[-1][0] - window[0][0] if len(window) > 1 else 0.0
+    times = [t for t, _ in series]
+    refused = with_room = room_persisted = 0
+    accepted_kw = {n: [] for n in names}
+    for e in events(os.path.join(work, f"{router}-events.csv")):
+        if e["status"].startswith("2") and e["substation"] in accepted_kw:
+            accepted_kw[e["substation"]].append(float(e["power_kw"]))
+        if e["status"] != "503":
+            continue
+        refused += 1
+        t = start + float(e["sent_at_s"])
+        i = bisect.bisect_right(times, t) - 1
+        if i < 0:
+            continue
+        kw = float(e["power_kw"])
+        room = lambda tick: {n for n, (load, cap) in tick.items() if load + kw <= cap + ROOM_EPS}
+        before = room(series[i][1])
+        if before:
+            with_room += 1
+            # Room at the same substation in the next sample too: it was there all along
+            # (the router's view was behind), not taken by a booking between sample and request.
+            if i + 1 < len(series) and before & room(series[i + 1][1]):
+                room_persisted += 1
+    all_kw = [kw for v in accepted_kw.values() for kw in v]
+    mean_kw = sum(all_kw) / len(all_kw) if all_kw else 0.0
+    upstream_refusals = sum(
+        metric(os.path.join(work, f"{router}-{n}.metrics"), 'substation_sessions_total{result="refused"}')
+        for n in names)
+    return {
+        "names": names,
+        "capacity_kw": {n: window[0][1][n][1] if window else None for n in names},
+        "peak_utilisation": peak,
+        "mean_utilisation": mean_util,
+        "spread_time_avg": spread_area / span if span else None,
+        "refused_with_room": with_room,
+        "refused_with_room_persisting": room_persisted,
+        "mean_session_kw": mean_kw,
+        "session_step": {n: mean_kw / window[0][1][n][1] for n in names} if window else {},
+        "spread_without_smallest_time_avg": pair_spread(window, names),
+        "refused": refused,
+        "substation_refusals": int(upstream_refusals),
+        "sent": summary["sent"],
+        "accepted": summary["accepted"],
+        "errors": summary["errors"],
+        "share": {n: v["share"] for n, v in summary["substations"].items()},
+        "energy_delivered_kwh": energy_kw_s * scale / 3600.0,
+        "samples": len(window),
+        "sample_gaps_max_s": max((b - a for a, b in zip(times, times[1:])), default=None),
+        "plot": [(t - start, {n: util(s, n) for n in names}) for t, s in series],
+    }
+
+
+def pair_spread(window, names):
+    """Time-averaged spread among every substation but the smallest."""
+    if len(window) < 2 or len(names) < 3:
+        return None
+    smallest = min(names, key=lambda n: window[0][1][n][1])
+    rest = [n for n in names if n != smallest]
+    area = 0.0
+    for (t0, s0), (t1, s1) in zip(window, window[1:]):
+        sp = lambda s: max(s[n][0] / s[n][1] for n in rest) - min(s[n][0] / s[n][1] for n in rest)
+        area += (sp(s0) + sp(s1)) / 2 * (t1 - t0)
+    return area / (window[-1][0] - window[0][0])
+
+
+def plot(results, routers, path, settings):
+    cols = 3
+    rows = (len(routers) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(15, 4.2 * rows), sharex=True, sharey=True, squeeze=False)
+    colours = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"]
+    for ax, router in zip(axes.flat, routers):
+        r = results[router]
+        ts = [t for t, _ in r["plot"]]
+        for colour, n in zip(colours, r["names"]):
+            cap = r["capacity_kw"][n]
+            ax.plot(ts, [u[n] for _, u in r["plot"]], color=colour, lw=1.2,
+                    label=f"{n} ({cap:.0f} kW)" if cap else n)
+        ax.axhline(1.0, color="black", lw=0.8, ls="--")
+        ax.set_ylim(0, 1.1)
+        ax.set_xlim(0, settings["seconds"])
+        sp = r["spread_time_avg"]
+        ax.set_title(f"{router}: spread {sp:.3f}, refused {r['refused']} ({r['refused_with_room']} with room)",
+                     fontsize=10)
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(routers):]:
+        ax.axis("off")
+    for ax in axes[-1]:
+        ax.set_xlabel("seconds from the start of demand")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("utilisation (load / capacity)")
+    axes.flat[0].legend(loc="upper left", fontsize=8)
+    fig.suptitle(f"Utilisation over time, rush-hour demand (peak {settings['rate']:g} sessions/s, "
+                 f"seed {settings['seed']}, 1 h = {3600 / settings['time_scale']:g} s), sampled at "
+                 f"{settings['hz']:g} Hz", fontsize=12)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def markdown(res):
+    s = res["settings"]
+    names = res["routers"][next(iter(res["routers"]))]["names"]
+    caps = res["routers"][next(iter(res["routers"]))]["capacity_kw"]
+    head = " | ".join(f"peak {n} ({caps[n]:.0f} kW)" for n in names)
+    lines = [
+        f"Rush-hour demand for {s['seconds']:g} s (peak {s['rate']:g} sessions/s, seed {s['seed']}, "
+        f"one simulated hour = {3600 / s['time_scale']:g} s), the same for every router; fresh substations "
+        f"for each; /load sampled at {s['hz']:g} Hz; {s['build']} build.",
+        "",
+        f"| router | {head} | spread (time avg) | refused with room | refused | substation refusals (retried) | accepted | energy delivered (kWh) |",
+        "| --- | " + " | ".join("---:" for _ in names) + " | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for router, r in res["routers"].items():
+        peaks = " | ".join(f"{r['peak_utilisation'][n]:.3f}" for n in names)
+        lines.append(
+            f"| {router} | {peaks} | {r['spread_time_avg']:.3f} | {r['refused_with_room']} | {r['refused']} | "
+            f"{r['substation_refusals']} | {r['accepted']} of {r['sent']} | {r['energy_delivered_kwh']:.0f} |")
+    lines += ["", "![utilisation over time](results/spread.png)", ""]
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("work")
+    ap.add_argument("out")
+    ap.add_argument("--routers", required=True)
+    ap.add_argument("--seconds", type=float, required=True)
+    ap.add_argument("--rate", type=float, required=True)
+    ap.add_argument("--seed", type=int, required=True)
+    ap.add_argument("--time-scale", type=float, required=True)
+    ap.add_argument("--hz", type=float, required=True)
+    ap.add_argument("--build", default="release")
+    a = ap.parse_args()
+    routers = a.routers.split()
+    settings = {"seconds": a.seconds, "rate": a.rate, "seed": a.seed, "time_scale": a.time_scale,
+                "hz": a.hz, "build": a.build}
+    results = {r: analyse(a.work, r, a.seconds, a.time_scale) for r in routers}
+    os.makedirs(a.out, exist_ok=True)
+    plot(results, routers, os.path.join(a.out, "spread.png"), settings)
+    for r in results.values():
+        del r["plot"]
+    res = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": json.load(open(os.path.join(a.work, "machine.json"))),
+        "settings": settings,
+        "routers": results,
+    }
+    with open(os.path.join(a.out, "spread.json"), "w") as f:
+        json.dump(res, f, indent=1)
+    with open(os.path.join(a.out, "spread.md"), "w") as f:
+        f.write(markdown(res))
+    print(markdown(res))
+    bad = [r for r, v in results.items() if v["samples"] < 10 or v["sent"] == 0]
+    if bad:
+        raise SystemExit(f"no usable samples or demand for: {', '.join(bad)}")
+
+
+if __name__ == "__main__":
+    main()

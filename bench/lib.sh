@@ -1,0 +1,290 @@
+# Sourced by the benchmark scripts in bench/: building, installing the peers, starting and
+# stopping processes on loopback ports. Every process started here is recorded and stopped
+# (by its pid) when the script exits, however it exits.
+
+set -euo pipefail
+BENCH_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$BENCH_ROOT"
+. scripts/deps.sh
+
+BENCH_PIDS=()
+BENCH_WORK=""
+
+# bench_init NAME: a fresh work directory under target/bench/ and the exit trap.
+bench_init() {
+  BENCH_WORK="$BENCH_ROOT/target/bench/$1-$(date +%Y%m%d-%H%M%S)-$$"
+  mkdir -p "$BENCH_WORK"
+  trap bench_exit EXIT
+  trap 'exit 130' INT TERM
+}
+
+bench_cleanup() {
+  local pid
+  for pid in "${BENCH_PIDS[@]}"; do stop_pid "$pid"; done
+  BENCH_PIDS=()
+}
+
+# On exit: stop everything, and drop the copied binaries (logs and data stay).
+bench_exit() {
+  bench_cleanup
+  [ -n "$BENCH_WORK" ] && rm -rf "$BENCH_WORK/bin"
+  return 0
+}
+
+# stop_pid PID: SIGTERM, up to 3 s to go, then SIGKILL.
+stop_pid() {
+  local pid=$1 i
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for i in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+# stop_all: stop every process started so far (between benchmark rounds).
+stop_all() { bench_cleanup; }
+
+# start_bg NAME CMD...: run CMD in the background, output in $BENCH_WORK/NAME.log; sets LAST_PID.
+start_bg() {
+  local name=$1; shift
+  : >"$BENCH_WORK/$name.log"
+  "$@" >"$BENCH_WORK/$name.log" 2>&1 &
+  LAST_PID=$!
+  BENCH_PIDS+=("$LAST_PID")
+}
+
+# A loopback port that was free a moment ago.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# wait_http URL [SECONDS]: until URL answers 2xx.
+wait_http() {
+  local url=$1 limit=${2:-20} i
+  for i in $(seq $((limit * 10))); do
+    curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "no answer from $url after ${limit}s" >&2
+  return 1
+}
+
+# wait_port PORT [SECONDS]: until something listens on 127.0.0.1:PORT.
+wait_port() {
+  local port=$1 limit=${2:-20} i
+  for i in $(seq $((limit * 10))); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "nothing listens on 127.0.0.1:$port after ${limit}s" >&2
+  return 1
+}
+
+# bench_build PROFILE: build gridlb, substation and the bench tools, and copy the binaries to
+# $BENCH_WORK/bin so that a rebuild during the run does not change what is measured.
+bench_build() {
+  local profile=$1 dir
+  ensure_build_tools
+  cargo build --profile "$profile" -p gridlb -p substation -p gridlb-bench --bins >&2
+  dir=$([ "$profile" = dev ] && echo debug || echo "$profile")
+  mkdir -p "$BENCH_WORK/bin"
+  for b in gridlb substation ev-demand load-sampler grid-agent; do
+    cp "target/$dir/$b" "$BENCH_WORK/bin/"
+  done
+  BIN="$BENCH_WORK/bin"
+}
+
+# ensure_oha: oha from crates.io when it is missing.
+ensure_oha() {
+  command -v oha >/dev/null 2>&1 && return 0
+  echo "installing oha (cargo install oha --locked)..." >&2
+  cargo install oha --locked >&2
+}
+
+# ensure_peers: nginx and HAProxy from Debian, without starting their system services.
+ensure_peers() {
+  command -v nginx >/dev/null 2>&1 && command -v haproxy >/dev/null 2>&1 && return 0
+  local policy=/usr/sbin/policy-rc.d added=
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
+    as_root chmod +x "$policy"; added=1
+  fi
+  ensure_pkg nginx nginx-light
+  ensure_pkg haproxy haproxy
+  [ -n "$added" ] && as_root rm -f "$policy"
+  return 0
+}
+
+# ensure_venv PACKAGES...: a Python venv at target/bench-venv with PACKAGES; sets PY.
+ensure_venv() {
+  local venv="$BENCH_ROOT/target/bench-venv" p missing=()
+  if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv" >&2 || { ensure_pkg_any python3-venv; python3 -m venv "$venv" >&2; }
+  fi
+  for p in "$@"; do
+    "$venv/bin/python" -m pip show "$p" >/dev/null 2>&1 || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing ${missing[*]} into $venv..." >&2
+    "$venv/bin/python" -m pip install -q "${missing[@]}" >&2
+  fi
+  PY="$venv/bin/python"
+  export PATH="$venv/bin:$PATH"
+}
+
+ensure_pkg_any() {
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >&2
+}
+
+# start_substation NAME CAPACITY_KW TIME_SCALE: sets SUB_ADDR to the address it listens on.
+# (Not to be called in $(...): the process must stay a child of this shell to be stopped.)
+start_substation() {
+  local name=$1 cap=$2 scale=$3 i addr=""
+  start_bg "substation-$name" "$BIN/substation" --id "$name" --listen 127.0.0.1:0 \
+    --capacity-kw "$cap" --time-scale "$scale"
+  for i in $(seq 100); do
+    addr=$(sed -n 's/^substation .* listening on \(.*\)$/\1/p' "$BENCH_WORK/substation-$name.log" | head -1 || true)
+    [ -n "$addr" ] && break
+    sleep 0.1
+  done
+  [ -n "$addr" ] || { cat "$BENCH_WORK/substation-$name.log" >&2; return 1; }
+  SUB_ADDR=$addr
+}
+
+# start_gridlb PORT ALGORITHM PROBE_MS NAME=ADDR...: gridlb on PORT; sets GRIDLB_PID.
+start_gridlb() {
+  local port=$1 algorithm=$2 probe_ms=$3; shift 3
+  local admin conf="$BENCH_WORK/gridlb-$port.yaml" s
+  admin=$(free_port)
+  {
+    echo "listen: 127.0.0.1:$port"
+    echo "admin: { listen: 127.0.0.1:$admin }"
+    echo "substations:"
+    for s in "$@"; do echo "  - { name: ${s%%=*}, address: \"${s#*=}\" }"; done
+    echo "probe: { interval_ms: $probe_ms, timeout_ms: $(( probe_ms * 4 / 5 )) }"
+    echo "selection: { algorithm: $algorithm }"
+  } >"$conf"
+  start_bg "gridlb-$port" env RUST_LOG=warn "$BIN/gridlb" --config "$conf" --threads 2
+  GRIDLB_PID=$LAST_PID
+  wait_http "http://127.0.0.1:$admin/readyz" 20
+}
+
+# start_nginx PORT NAME=ADDR:WEIGHT...: nginx with least_conn, keep-alive to the upstreams and
+# retry on 503 and connect errors (POST included); sets NGINX_PID.
+start_nginx() {
+  local port=$1; shift
+  local dir="$BENCH_WORK/nginx-$port" s spec
+  mkdir -p "$dir/tmp"
+  {
+    echo "worker_processes 2;"
+    echo "pid $dir/nginx.pid;"
+    echo "error_log $dir/error.log warn;"
+    echo "daemon off;"
+    echo "events { worker_connections 8192; }"
+    echo "http {"
+    echo "  access_log off;"
+    echo "  client_body_temp_path $dir/tmp/body; proxy_temp_path $dir/tmp/proxy;"
+    echo "  fastcgi_temp_path $dir/tmp/fcgi; uwsgi_temp_path $dir/tmp/uwsgi; scgi_temp_path $dir/tmp/scgi;"
+    echo "  keepalive_requests 100000;"
+    echo "  upstream substations {"
+    echo "    least_conn;"
+    for s in "$@"; do
+      spec=${s#*=}
+      echo "    server ${spec%:*} weight=${spec##*:} max_fails=0;"
+    done
+    echo "    keepalive 256;"
+    echo "    keepalive_requests 100000;"
+    echo "  }"
+    echo "  server {"
+    echo "    listen 127.0.0.1:$port reuseport backlog=4096;"
+    echo "    location / {"
+    echo "      proxy_pass http://substations;"
+    echo "      proxy_http_version 1.1;"
+    echo "      proxy_set_header Connection \"\";"
+    echo "      proxy_next_upstream error timeout http_503 non_idempotent;"
+    echo "      proxy_next_upstream_tries 3;"
+    echo "      proxy_connect_timeout 1s;"
+    echo "      proxy_read_timeout 10s;"
+    echo "    }"
+    echo "  }"
+    echo "}"
+  } >"$dir/nginx.conf"
+  start_bg "nginx-$port" nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log"
+  NGINX_PID=$LAST_PID
+  wait_port "$port" 10
+}
+
+# start_haproxy PORT AGENT_MS NAME=ADDR:WEIGHT:AGENT_PORT...: HAProxy with leastconn, keep-alive
+# to the upstreams, L7 retries on 503 and connect errors, and agent-check weights from
+# grid-agent (free capacity in percent); sets HAPROXY_PID.
+start_haproxy() {
+  local port=$1 agent_ms=$2; shift 2
+  local dir="$BENCH_WORK/haproxy-$port" s name rest addr weight agent
+  mkdir -p "$dir"
+  {
+    echo "global"
+    echo "  nbthread 2"
+    echo "  maxconn 8000"
+    echo "  tune.bufsize 16384"
+    echo "defaults"
+    echo "  mode http"
+    echo "  timeout connect 1s"
+    echo "  timeout client 30s"
+    echo "  timeout server 10s"
+    echo "  timeout http-keep-alive 30s"
+    echo "  option http-keep-alive"
+    echo "  http-reuse always"
+    echo "  retries 2"
+    echo "  option redispatch 1"
+    echo "  retry-on conn-failure empty-response 503"
+    echo "frontend charge"
+    echo "  bind 127.0.0.1:$port"
+    echo "  option http-buffer-request"
+    echo "  default_backend substations"
+    echo "backend substations"
+    echo "  balance leastconn"
+    for s in "$@"; do
+      name=${s%%=*}; rest=${s#*=}
+      agent=${rest##*:}; rest=${rest%:*}
+      weight=${rest##*:}; addr=${rest%:*}
+      echo "  server $name $addr weight $weight agent-check agent-addr 127.0.0.1 agent-port $agent agent-inter ${agent_ms}ms"
+    done
+  } >"$dir/haproxy.cfg"
+  haproxy -c -q -f "$dir/haproxy.cfg" >&2
+  start_bg "haproxy-$port" haproxy -db -f "$dir/haproxy.cfg"
+  HAPROXY_PID=$LAST_PID
+  wait_port "$port" 10
+}
+
+# rss_kib PID...: resident memory of the processes and their children, in KiB.
+rss_kib() {
+  local total=0 pid child kib
+  for pid in "$@"; do
+    for child in $pid $(pgrep -P "$pid" 2>/dev/null || true); do
+      kib=$(awk '/^VmRSS:/ {print $2}' "/proc/$child/status" 2>/dev/null || echo 0)
+      total=$((total + ${kib:-0}))
+    done
+  done
+  echo "$total"
+}
+
+# machine_json: what the results were measured on.
+machine_json() {
+  python3 - <<'EOF'
+import json, os, platform, subprocess
+def run(*cmd):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip() or subprocess.run(cmd, capture_output=True, text=True, timeout=10).stderr.strip()
+    except Exception:
+        return None
+cpu = next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), '?')
+mem = next((int(l.split()[1]) for l in open('/proc/meminfo') if l.startswith('MemTotal')), 0)
+os_name = next((l.split('=', 1)[1].strip().strip('"') for l in open('/etc/os-release') if l.startswith('PRETTY_NAME')), platform.system())
+print(json.dumps({
+    'cpu': cpu, 'cores': os.cpu_count(), 'memory_gib': round(mem / 2**20, 1), 'os': os_name,
+    'kernel': platform.release(), 'rustc': run('rustc', '--version'),
+    'nginx': run('nginx', '-v'), 'haproxy': (run('haproxy', '-v') or '').split('\n')[0],
+    'oha': run('oha', '--version'), 'loadavg_at_start': open('/proc/loadavg').read().split()[:3],
+}))
+EOF
+}

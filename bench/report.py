@@ -1,0 +1,319 @@
+#!/usr/bin/env python3
+"""Write bench/RESULTS.md from the latest results in bench/results/ (each benchmark script
+calls this at its end). Nothing in RESULTS.md is written by hand: the figures, the verdicts
+against the targets and the diagnosis of a missed target all come from the result files
+(throughput.json, spread.json, micro.json, k6.json, profile.txt)."""
+import json
+import os
+import re
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(HERE, "results")
+
+
+def load(name):
+    path = os.path.join(RESULTS, name)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f) if name.endswith(".json") else f.read()
+
+
+def read_md(name):
+    path = os.path.join(RESULTS, name)
+    return open(path).read() if os.path.exists(path) else None
+
+
+def machine_line(m):
+    return (f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, {m['os']} (kernel {m['kernel']}), "
+            f"{m['rustc']}; load average at start {' '.join(m['loadavg_at_start'])}")
+
+
+def verdict(ok):
+    return "**met**" if ok else "**missed**"
+
+
+def micro_row(micro, group, function, n):
+    if not micro:
+        return None
+    for r in micro["results"]:
+        if (r["group"], r["function"], r["substations"]) == (group, function, n):
+            return r
+    return None
+
+
+def targets(tp, spread, micro, profile):
+    rows, notes = [], []
+    if tp:
+        ra = tp["ratios"]
+        ok = all(v is not None and v >= 1.0 for v in ra.values())
+        rows.append(("gridlb req/s at least nginx's and HAProxy's",
+                     f"gridlb/nginx {ra['gridlb_over_nginx']:.2f}, gridlb/HAProxy {ra['gridlb_over_haproxy']:.2f}",
+                     verdict(ok)))
+        if not ok:
+            notes.append(throughput_note(tp, profile))
+        fixed = tp["fixed_rate"].get("1000")
+        if fixed:
+            added = fixed["gridlb"]["added_p99_ms"]
+            rows.append(("p99 added latency at most 1 ms at 1,000 req/s",
+                         f"{added:.3f} ms (p99 {fixed['gridlb']['p99_ms']:.3f} ms vs {fixed['direct']['p99_ms']:.3f} ms direct)",
+                         verdict(added <= 1.0)))
+            if added > 1.0:
+                notes.append(latency_note(tp))
+        rss = tp["rss"]["gridlb"]["max_mib"]
+        rows.append(("gridlb RSS at most 50 MiB under load", f"{rss:.1f} MiB at most", verdict(rss <= 50)))
+    if micro:
+        sel = micro_row(micro, "grid_select", "least-load", 1024)
+        sel_p2c = micro_row(micro, "grid_select", "p2c", 1024)
+        if sel:
+            us = lambda r: f"{r['median_ns'] / 1000:.2f} µs" if r["median_ns"] >= 1000 else f"{r['median_ns']:.0f} ns"
+            rows.append(("one selection under 1 µs with 1024 substations (least-load, the default)",
+                         f"Grid::select {us(sel)}", verdict(sel["median_ns"] < 1000)))
+            if sel_p2c:
+                rows.append(("one selection under 1 µs with 1024 substations (p2c)",
+                             f"Grid::select {us(sel_p2c)}", verdict(sel_p2c["median_ns"] < 1000)))
+            if sel["median_ns"] >= 1000:
+                notes.append(selection_note(micro, load("profile-selection.txt")))
+    if spread:
+        ll = spread["routers"].get("least-load")
+        if ll:
+            within = all(v <= 1.0 + 1e-9 for v in ll["peak_utilisation"].values())
+            rows.append(("least-load keeps every substation within capacity",
+                         "peaks " + ", ".join(f"{n} {v:.3f}" for n, v in ll["peak_utilisation"].items()),
+                         verdict(within)))
+            rows.append(("least-load: zero sessions refused while another substation had room",
+                         f"{ll['refused_with_room']} of {ll['refused']} refusals", verdict(ll["refused_with_room"] == 0)))
+            rows.append(("least-load: time-averaged spread at most 0.05", f"{ll['spread_time_avg']:.3f}",
+                         verdict(ll["spread_time_avg"] <= 0.05)))
+            if ll["refused_with_room"] or ll["spread_time_avg"] > 0.05:
+                notes.append(spread_note(spread))
+    return rows, notes
+
+
+def latency_note(tp):
+    f = tp["fixed_rate"]["1000"]
+    per_round = [r["p99_ms"] - b["p99_ms"] for r, b in zip(f["gridlb"]["runs"], f["direct"]["runs"])]
+    text = ("**Why the p99 added latency at 1,000 req/s is over 1 ms.** Added p99 (median of the rounds): "
+            f"gridlb {f['gridlb']['added_p99_ms']:.3f} ms, nginx {f['nginx']['added_p99_ms']:.3f} ms, HAProxy "
+            f"{f['haproxy']['added_p99_ms']:.3f} ms; gridlb round by round: "
+            + ", ".join(f"{x:.2f}" for x in per_round) + " ms. At this rate the machine is far from saturated "
+            f"(p50 added is {f['gridlb']['added_p50_ms']:.3f} ms), so the 99th percentile is most likely set by "
+            "scheduling, the moments when the proxy's thread is not on a core when a request arrives: the client, the proxy, the "
+            "substations and other work share two cores, and all three proxies land near 1 ms. gridlb sits "
+            "above the peers because it needs more CPU per request (the throughput diagnosis above: one more "
+            "loopback send per request and more user-space work), so a busy core delays it more often.")
+    four = tp["fixed_rate"].get("4000")
+    if four:
+        text += (f" At 4,000 req/s the gap widens (added p99 gridlb {four['gridlb']['added_p99_ms']:.2f} ms, "
+                 f"nginx {four['nginx']['added_p99_ms']:.2f} ms, HAProxy {four['haproxy']['added_p99_ms']:.2f} ms), "
+                 "as a server's tail does as its load rises towards its ceiling: 4,000 req/s is "
+                 f"{4000 / tp['full_speed']['gridlb']['rps'] * 100:.0f} % of gridlb's full-speed throughput here, "
+                 f"{4000 / tp['full_speed']['nginx']['rps'] * 100:.0f} % of nginx's.")
+    return text
+
+
+def throughput_note(tp, profile):
+    full = tp["full_speed"]
+    text = ("**Why gridlb's req/s is below a peer's.** Full-speed medians: "
+            + ", ".join(f"{k} {v['rps']:.0f}" for k, v in full.items() if v["rps"]) + " req/s. ")
+    if profile:
+        dsos = dict((m.group(2).strip(), float(m.group(1))) for m in
+                    re.finditer(r"^\s+([\d.]+)%\s+(\S+)\s*$", section(profile, "shared object"), re.M))
+        malloc = sum(float(p[:-1]) for p, sym in top_symbols(profile, 40)
+                     if re.search(r"malloc|_int_free|cfree|unlink_chunk|malloc_consolidate", sym))
+        if dsos:
+            text += ("Where gridlb's CPU goes at full speed (perf, cpu-clock samples, self time; "
+                     "bench/results/profile.txt): "
+                     + ", ".join(f"{k} {v:.0f} %" for k, v in list(dsos.items())[:3])
+                     + f"; glibc's malloc and free alone take {malloc:.0f} %. The kernel's share is mostly "
+                       "loopback TCP (a `send` runs the receiver's side of the stack and wakes it), which "
+                       "every proxy pays per system call. ")
+        calls = re.findall(r"^(\w+)\s+([\d.]+) system calls per request", profile, re.M)
+        if calls:
+            text += ("System calls per proxied request (strace -c): "
+                     + ", ".join(f"{name} {n}" for name, n in calls) + ". ")
+        one = section(profile, "one request")
+        header = re.search(r'^sendto\(\d+, "POST /charge', one, re.M)
+        body = re.search(r'^sendto\(\d+, "\{', one, re.M)
+        if header and body:
+            text += ("gridlb writes the request to the substation as two `sendto` calls, the header and then "
+                     "the body (see the trace of one request below), where nginx (one `writev`) and HAProxy "
+                     "(one `sendto`) write it once: one extra loopback send per request, each of which runs "
+                     "the receiver's network stack and wakes it. ")
+        if re.search(r"getpeername\s+[\d.]+ per request", profile):
+            text += ("It also calls `getpeername` once per request (Pingora, on reusing a pooled connection "
+                     "to the substation). ")
+    text += ("On this machine the client, the proxy and the substations share two cores, so every "
+             "proxy's ceiling is set by its CPU per request. Beyond the system calls, gridlb's user-space "
+             "work per request is larger than nginx's or HAProxy's: Pingora's HTTP/1 machinery allocates "
+             "per request (hence the malloc share), and gridlb reads and buffers the whole body before "
+             "choosing (admission needs the power), scores every substation, and parses the load header "
+             "of every answer. Changes that would narrow the gap, for the core owner: write the upstream "
+             "request header and the buffered body in one write (the body is at most 16 KiB and already "
+             "in memory); avoid the per-request `getpeername`; cut allocations on the request path "
+             "(reuse buffers, avoid the per-request `Vec` of scored candidates); and try jemalloc or "
+             "mimalloc as the global allocator.")
+    return text
+
+
+def section(profile, word):
+    """The lines of the `## ...` section of a perf excerpt whose title has `word`."""
+    out, inside = [], False
+    for line in profile.splitlines():
+        if line.startswith("## "):
+            inside = word in line
+            continue
+        if inside:
+            out.append(line)
+    return "\n".join(out)
+
+
+def top_symbols(profile, n, section_word="functions"):
+    """The top `n` (share, symbol) pairs of a perf report excerpt; with `section_word` None,
+    of the whole text, else of the `## ...` section whose title has that word."""
+    out, section = [], None
+    for line in profile.splitlines():
+        if line.startswith("## "):
+            section = line
+            continue
+        if section_word is None or (section and section_word in section):
+            m = re.match(r"\s+([\d.]+%)\s+(.*)", line)
+            if m:
+                sym = re.sub(r"^\[\.\]\s*|^\[k\]\s*", "", m.group(2).strip())
+                sym = re.sub(r"(\s+-)+\s*$", "", sym).strip()
+                sym = sym if len(sym) <= 70 else sym[:67] + "..."
+                out.append((m.group(1), f"`{sym}`"))
+    return out[:n]
+
+
+def selection_note(micro, profile=None):
+    rows = {(r["group"], r["function"], r["substations"]): r["median_ns"] for r in micro["results"]}
+    sel = [(n, rows.get(("grid_select", "least-load", n))) for n in (3, 16, 128, 1024)]
+    ch = [(n, rows.get(("choose", "least-load", n))) for n in (3, 16, 128, 1024)]
+    p2c = rows.get(("choose", "p2c", 1024))
+    offer = rows.get(("offer", "newer", 1024))
+    grow = lambda xs: ", ".join(f"{v / 1000:.2f} µs at {n}" for n, v in xs if v)
+    per = (sel[-1][1] - sel[0][1]) / (1024 - 3) if sel[-1][1] and sel[0][1] else None
+    text = ("**Why one least-load selection is over 1 µs with 1024 substations.** `Grid::select` costs "
+            + grow(sel) + (f" (about {per:.0f} ns per additional substation)" if per else "")
+            + "; `GridSelection::choose` alone " + grow(ch) + ". "
+            "The cost is linear in the number of substations because least-load scores every one on every "
+            "request: per substation two atomic flags (health, drain), an `ArcSwap` load of its report (a "
+            "hazard slot taken and given back), an atomic read of its in-flight power, a division and a push "
+            "into a new `Vec`, then a pass for the minimum; each `SubstationState` and each `Report` is its "
+            "own heap allocation, so the pass also chases two pointers per substation.")
+    if profile:
+        top = top_symbols(profile, 4, None)
+        if top:
+            text += (" perf on `choose` at 1024 substations (self time, bench/results/profile-selection.txt): "
+                     + "; ".join(f"{p} {s}" for p, s in top) + ".")
+    if p2c is not None and p2c < 1000:
+        text += (f" p2c, which draws its two candidates first and scores only those, takes {p2c:.0f} ns at "
+                 "1024 substations: the budget is met by not touching every substation.")
+    text += (" A 1 µs budget at 1024 substations leaves about 1 ns per substation, so least-load needs an "
+             "index over utilisation kept current where it changes (on each accepted report, reservation "
+             "and release: a tournament or segment tree over the substations, O(log n) per change and O(1) "
+             "to read the minimum), with the scored `Vec` built only when the first choice has no room; and "
+             "the report's load and capacity copied into atomics beside the in-flight sum (one cache line "
+             "per substation) instead of behind an `ArcSwap`.")
+    if offer:
+        text += (f" A report update (`SubstationState::offer`) costs {offer:.0f} ns at 1024 substations "
+                 "and does not depend on their number (it touches only its own substation).")
+    return text
+
+
+def spread_note(spread):
+    ll = spread["routers"]["least-load"]
+    s = spread["settings"]
+    probe_sim_s = 0.1 * s["time_scale"]
+    text = "**Why least-load misses a spread target.** "
+    if ll["refused_with_room"]:
+        persisting = ll.get("refused_with_room_persisting", 0)
+        text += (f"{ll['refused_with_room']} of {ll['refused']} refusals happened while the last sample before "
+                 f"the request showed room somewhere; in {persisting} of them that substation still had the room "
+                 "in the next sample, so the room was there all along and gridlb's view was behind; the others "
+                 "are races (a booking took the room between the sample and the request). gridlb learns that "
+                 "sessions have ended only from the substation's next report (a probe every 100 ms here, or "
+                 "the header of its next answer), and its view errs towards caution by design (in-flight and "
+                 f"ended sessions still count), so right after sessions end it refuses what would fit. At "
+                 f"this benchmark's time scale (1 h = {3600 / s['time_scale']:g} s) one probe interval is "
+                 f"{probe_sim_s:.0f} simulated seconds, during which many sessions end. ")
+    if ll["spread_time_avg"] > 0.05:
+        steps = ", ".join(f"{v:.3f} of {n}" for n, v in ll.get("session_step", {}).items())
+        text += (f"The time-averaged spread is {ll['spread_time_avg']:.3f}. The mean accepted session is "
+                 f"{ll.get('mean_session_kw', 0):.1f} kW, i.e. {steps}'s capacity: every session that starts "
+                 "or ends moves the smallest substation's utilisation by about a tenth, and least-load can only "
+                 "place new sessions, never move running ones, so the spread cannot fall much below that step. "
+                 "Among the other substations alone the spread is "
+                 f"{ll.get('spread_without_smallest_time_avg') or 0:.3f}: there the step is smaller, and what "
+                 "remains comes from the same lag (a substation whose sessions have ended looks fuller to gridlb "
+                 "than it is until its next report) and from the ramp at the start, when the first sessions "
+                 "land on empty substations. ")
+    text += ("A change to gridlb that would address both: track the end time of each session it routed "
+             "(the body states `duration_s`; the substation's answer could state the session's end, which "
+             "also covers a simulator's time scale) "
+             "and subtract the power of sessions that should have ended since the last report, still "
+             "correcting with the next report; and, before answering `503` for a full grid, re-probe the "
+             "substations whose report is older than a few milliseconds and select once more.")
+    return text
+
+
+def main():
+    tp, spread, micro, k6 = load("throughput.json"), load("spread.json"), load("micro.json"), load("k6.json")
+    profile = load("profile.txt")
+    out = ["# Benchmark results", "",
+           "Written by the scripts in bench/ (`bench/report.py` assembles this page from "
+           "bench/results/); do not edit by hand. How to rerun: bench/README.md.", ""]
+    machines = {}
+    for name, r in (("throughput", tp), ("spread", spread), ("micro", micro), ("k6", k6)):
+        if r:
+            machines.setdefault(machine_line(r["machine"]), []).append(f"{name} ({r['date']})")
+    out += ["## Machine", ""]
+    for line, which in machines.items():
+        out.append(f"- {', '.join(which)}: {line}")
+    out += ["", "Other builds and tests ran on the same two cores during some of these runs; every "
+            "comparison is interleaved and reported as a median so that such noise falls on all the "
+            "configurations alike, but absolute figures are lower than on an idle machine.", ""]
+    rows, notes = targets(tp, spread, micro, profile)
+    if rows:
+        out += ["## Verdict against the targets", "", "| target | measured | verdict |", "| --- | --- | --- |"]
+        out += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+        out.append("")
+        for n in notes:
+            out += [n, ""]
+    if tp:
+        out += [f"## Throughput and latency ({tp['date']})", "", read_md("throughput.md") or "", ""]
+        if tp["machine"].get("nginx"):
+            out += [f"Peers: {tp['machine']['nginx']}, {tp['machine']['haproxy']}; client {tp['machine']['oha']}.", ""]
+    if spread:
+        out += [f"## Spread ({spread['date']})", "", read_md("spread.md") or "", ""]
+    if micro:
+        out += [f"## Microbenchmarks ({micro['date']})", "",
+                "Criterion, median time per call (`cargo bench -p gridlb --bench selection`).", "",
+                "| benchmark | 3 | 16 | 128 | 1024 |", "| --- | ---: | ---: | ---: | ---: |"]
+        names = sorted({(r["group"], r["function"]) for r in micro["results"]})
+        for g, f in names:
+            cells = []
+            for n in (3, 16, 128, 1024):
+                r = micro_row(micro, g, f, n)
+                cells.append("n/a" if not r else (f"{r['median_ns']:.0f} ns" if r["median_ns"] < 1e4
+                                                  else f"{r['median_ns'] / 1000:.1f} µs"))
+            label = {"choose": "GridSelection::choose", "grid_select": "Grid::select", "offer": "SubstationState::offer"}.get(g, g)
+            out.append(f"| {label} ({f}) | " + " | ".join(cells) + " |")
+        out.append("")
+    if k6:
+        th = ", ".join(f"`{k}` {'passed' if v else 'failed'}" for k, v in k6["thresholds"].items())
+        out += [f"## k6 ({k6['date']})", "",
+                f"`bench/k6/run`: ramping arrival rate up to {k6['peak_rate']:g} sessions/s through gridlb. "
+                f"{k6['requests']} requests ({k6['rps']:.0f}/s on average), p90 {k6['p90_ms']:.2f} ms, "
+                f"p99 {k6['p99_ms']:.2f} ms, max {k6['max_ms']:.2f} ms for accepted sessions; "
+                f"refusals {k6['refusal_rate'] * 100:.2f} %, checks {k6['checks_rate'] * 100:.2f} %, "
+                f"dropped iterations {k6['dropped_iterations']}. Thresholds: {th}.", ""]
+    if profile:
+        out += ["## Profile of gridlb at full speed", "", "```", profile.strip(), "```", ""]
+    with open(os.path.join(HERE, "RESULTS.md"), "w") as f:
+        f.write("\n".join(out).rstrip() + "\n")
+
+
+if __name__ == "__main__":
+    main()
