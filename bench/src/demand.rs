@@ -16,16 +16,8 @@
 use gridlb_protocol::ChargeRequest;
 use std::time::Duration;
 
-/// Charger powers (kW) and how common each is (weights add up to 1): home and street AC
-/// chargers dominate, DC fast chargers are rarer but draw far more.
-pub const POWER_MIX: [(f64, f64); 6] = [
-    (3.7, 0.15),
-    (7.4, 0.25),
-    (11.0, 0.30),
-    (22.0, 0.15),
-    (50.0, 0.10),
-    (150.0, 0.05),
-];
+/// Charger powers (kW) and how common each is (weights add up to 1): the fleet's mix.
+pub use gridlb_protocol::CHARGER_MIX as POWER_MIX;
 
 /// Powers from this one up are DC fast chargers.
 pub const DC_FROM_KW: f64 = 50.0;

@@ -2,6 +2,18 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The charger powers (kW) of a typical fleet and the share of sessions at each (the shares
+/// add up to 1): home and street AC chargers dominate, DC fast chargers are rarer but draw
+/// far more. The demand generators (`gridlb demo`, `ev-demand`) draw from it.
+pub const CHARGER_MIX: [(f64, f64); 6] = [
+    (3.7, 0.15),
+    (7.4, 0.25),
+    (11.0, 0.30),
+    (22.0, 0.15),
+    (50.0, 0.10),
+    (150.0, 0.05),
+];
+
 /// A request to charge one vehicle: `{"vehicle_id": "ev-1", "power_kw": 11.0, "duration_s": 1800}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

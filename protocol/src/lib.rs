@@ -18,7 +18,9 @@
 mod charge;
 mod report;
 
-pub use charge::{ChargeAccepted, ChargeError, ChargeRequest, ErrorBody, parse_charge_kw};
+pub use charge::{
+    CHARGER_MIX, ChargeAccepted, ChargeError, ChargeRequest, ErrorBody, parse_charge_kw,
+};
 pub use report::{HeaderReport, LoadReport, ReportError, ReportVersion};
 
 /// Header carrying a substation's load report on every `/charge` answer.

@@ -15,7 +15,7 @@ use crate::selection::Rng;
 use crate::server::{self, Options};
 use crate::status::{Status, SubstationStatus};
 use async_trait::async_trait;
-use gridlb_protocol::{ChargeRequest, SUBSTATION_HEADER};
+use gridlb_protocol::{CHARGER_MIX, ChargeRequest, SUBSTATION_HEADER};
 use pingora_core::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -27,15 +27,6 @@ use std::time::{Duration, Instant};
 /// Simulated seconds per real second.
 const TIME_SCALE: f64 = 600.0;
 const CAPACITIES: [(&str, f64); 3] = [("s1", 200.0), ("s2", 500.0), ("s3", 1000.0)];
-/// Charger powers (kW) and how common each is.
-pub const POWER_MIX: [(f64, f64); 6] = [
-    (3.7, 0.15),
-    (7.4, 0.25),
-    (11.0, 0.30),
-    (22.0, 0.15),
-    (50.0, 0.10),
-    (150.0, 0.05),
-];
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct DemoArgs {
@@ -167,8 +158,8 @@ impl ShutdownSignalWatch for DemoSignal {
 /// One random charging session.
 pub fn session(rng: &Rng, n: u64) -> ChargeRequest {
     let mut pick = rng.unit();
-    let mut power_kw = POWER_MIX[0].0;
-    for (kw, share) in POWER_MIX {
+    let mut power_kw = CHARGER_MIX[0].0;
+    for (kw, share) in CHARGER_MIX {
         power_kw = kw;
         if pick <= share {
             break;

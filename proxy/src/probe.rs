@@ -151,23 +151,24 @@ impl LoadProbe {
 }
 
 impl LoadProbe {
+    /// One probe, bounded by the probe timeout, recorded in the table and the metrics.
+    async fn probe(&self, state: &SubstationState) -> std::result::Result<LoadReport, ProbeError> {
+        let probe = self.snapshot.load().config.probe.clone();
+        let started = Instant::now();
+        let fetched =
+            tokio::time::timeout(probe.timeout, self.fetch(state, &probe.path, probe.timeout))
+                .await;
+        let result = fetched.unwrap_or(Err(ProbeError::Timeout(probe.timeout)));
+        self.metrics.probe_duration(&state.name, started.elapsed());
+        self.record(state, &result);
+        result
+    }
+
     /// Probe one substation now, outside the schedule (and outside Pingora's health
     /// counting): true when it brought a newer report.
     pub async fn refresh(&self, state: &SubstationState) -> bool {
-        let probe = self.snapshot.load().config.probe.clone();
         let before = state.report().map(|r| r.version);
-        let started = Instant::now();
-        let result = match tokio::time::timeout(
-            probe.timeout,
-            self.fetch(state, &probe.path, probe.timeout),
-        )
-        .await
-        {
-            Ok(result) => result,
-            Err(_) => Err(ProbeError::Timeout(probe.timeout)),
-        };
-        self.metrics.probe_duration(&state.name, started.elapsed());
-        self.record(state, &result);
+        let _ = self.probe(state).await;
         state.report().map(|r| r.version) != before
     }
 }
@@ -178,19 +179,7 @@ impl HealthCheck for LoadProbe {
         let Some(state) = target.ext.get::<Arc<SubstationState>>() else {
             return Error::e_explain(ErrorType::InternalError, "backend without substation state");
         };
-        let probe = self.snapshot.load().config.probe.clone();
-        let started = Instant::now();
-        let result = match tokio::time::timeout(
-            probe.timeout,
-            self.fetch(state, &probe.path, probe.timeout),
-        )
-        .await
-        {
-            Ok(result) => result,
-            Err(_) => Err(ProbeError::Timeout(probe.timeout)),
-        };
-        self.metrics.probe_duration(&state.name, started.elapsed());
-        self.record(state, &result);
+        let result = self.probe(state).await;
         result.map(|_| ()).or_else(|e| {
             log::debug!("probe of {} failed: {e}", state.name);
             Error::e_explain(ErrorType::CustomCode("probe failed", 1), e.to_string())

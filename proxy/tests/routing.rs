@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Proxy, book_direct, entry, metric, substation};
+use common::{Proxy, book_direct, book_direct_for, entry, metric, substation};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -295,22 +295,4 @@ async fn a_grid_that_looks_full_on_old_reports_is_probed_again_before_refusing()
         "refused on a stale report: {:?}",
         answer.json()
     );
-}
-
-async fn book_direct_for(
-    addr: std::net::SocketAddr,
-    kw: f64,
-    duration_s: f64,
-) -> gridlb::client::Answer {
-    let body = format!(r#"{{"vehicle_id":"direct","power_kw":{kw},"duration_s":{duration_s}}}"#);
-    common::client()
-        .request(
-            addr,
-            "POST",
-            "/charge",
-            &[("content-type", "application/json")],
-            body.as_bytes(),
-        )
-        .await
-        .expect("substation answers")
 }

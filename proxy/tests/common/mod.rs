@@ -246,9 +246,14 @@ pub fn entry<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::V
         .unwrap_or_else(|| panic!("{name} not in status {status}"))
 }
 
-/// Book a session directly at a substation, behind the proxy's back.
+/// Book a session of an hour directly at a substation, behind the proxy's back.
 pub async fn book_direct(addr: SocketAddr, kw: f64) -> Answer {
-    let body = format!(r#"{{"vehicle_id":"direct","power_kw":{kw},"duration_s":3600}}"#);
+    book_direct_for(addr, kw, 3600.0).await
+}
+
+/// Book a session of `duration_s` directly at a substation, behind the proxy's back.
+pub async fn book_direct_for(addr: SocketAddr, kw: f64, duration_s: f64) -> Answer {
+    let body = format!(r#"{{"vehicle_id":"direct","power_kw":{kw},"duration_s":{duration_s}}}"#);
     client()
         .request(
             addr,
