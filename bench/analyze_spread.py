@@ -56,16 +56,18 @@ def metric(path, series):
     return 0.0
 
 
-def analyse(work, router, seconds, scale):
-    summary = json.load(open(os.path.join(work, f"{router}-summary.json")))
-    series, names = ticks(os.path.join(work, f"{router}-load.csv"))
-    start = summary["started_unix"]
-    end = start + seconds
+def utilisation(tick, name):
+    load, cap = tick[name]
+    return load / cap
+
+
+def window_stats(series, names, start, end):
+    """Over the samples in [start, end]: peak and mean utilisation per substation, the
+    time-weighted mean spread (max - min utilisation) and the energy integral (trapezoids, kW s)."""
     window = [(t, s) for t, s in series if start <= t <= end]
-    util = lambda s, n: s[n][0] / s[n][1]
+    util = utilisation
     peak = {n: max((util(s, n) for _, s in window), default=0.0) for n in names}
     mean_util = {n: (sum(util(s, n) for _, s in window) / len(window) if window else 0.0) for n in names}
-    # Time-weighted mean of the spread, and the energy integral (trapezoids).
     spread_area = energy_kw_s = 0.0
     for (t0, s0), (t1, s1) in zip(window, window[1:]):
         dt = t1 - t0
@@ -74,54 +76,82 @@ def analyse(work, router, seconds, scale):
         spread_area += (sp0 + sp1) / 2 * dt
         energy_kw_s += (sum(s0[n][0] for n in names) + sum(s1[n][0] for n in names)) / 2 * dt
     span = window[-1][0] - window[0][0] if len(window) > 1 else 0.0
+    return {
+        "window": window,
+        "peak_utilisation": peak,
+        "mean_utilisation": mean_util,
+        "spread_time_avg": spread_area / span if span else None,
+        "energy_kw_s": energy_kw_s,
+        "capacity_kw": {n: window[0][1][n][1] if window else None for n in names},
+    }
+
+
+def refusals_with_room(series, refusals):
+    """refusals: [(t_unix sent, power_kw)] of the 503 answers. Returns (refused, with room,
+    with room that persisted): a refusal is "with room" when, in the last sample taken before the
+    request was sent, some substation had load + power <= capacity; it persisted when that
+    substation still had the room in the next sample (the router's view was behind, not a race
+    with a booking between the sample and the request)."""
     times = [t for t, _ in series]
-    refused = with_room = room_persisted = 0
-    accepted_kw = {n: [] for n in names}
-    for e in events(os.path.join(work, f"{router}-events.csv")):
-        if e["status"].startswith("2") and e["substation"] in accepted_kw:
-            accepted_kw[e["substation"]].append(float(e["power_kw"]))
-        if e["status"] != "503":
-            continue
-        refused += 1
-        t = start + float(e["sent_at_s"])
+    with_room = persisted = 0
+    for t, kw in refusals:
         i = bisect.bisect_right(times, t) - 1
         if i < 0:
             continue
-        kw = float(e["power_kw"])
         room = lambda tick: {n for n, (load, cap) in tick.items() if load + kw <= cap + ROOM_EPS}
         before = room(series[i][1])
         if before:
             with_room += 1
-            # Room at the same substation in the next sample too: it was there all along
-            # (the router's view was behind), not taken by a booking between sample and request.
             if i + 1 < len(series) and before & room(series[i + 1][1]):
-                room_persisted += 1
+                persisted += 1
+    return len(refusals), with_room, persisted
+
+
+def substation_refusals(work, prefix, names):
+    """Sessions the substations themselves refused (the router retried them elsewhere)."""
+    return int(sum(
+        metric(os.path.join(work, f"{prefix}-{n}.metrics"), 'substation_sessions_total{result="refused"}')
+        for n in names))
+
+
+def analyse(work, router, seconds, scale):
+    summary = json.load(open(os.path.join(work, f"{router}-summary.json")))
+    series, names = ticks(os.path.join(work, f"{router}-load.csv"))
+    start = summary["started_unix"]
+    st = window_stats(series, names, start, start + seconds)
+    window = st["window"]
+    times = [t for t, _ in series]
+    accepted_kw = {n: [] for n in names}
+    refusals = []
+    for e in events(os.path.join(work, f"{router}-events.csv")):
+        if e["status"].startswith("2") and e["substation"] in accepted_kw:
+            accepted_kw[e["substation"]].append(float(e["power_kw"]))
+        if e["status"] == "503":
+            refusals.append((start + float(e["sent_at_s"]), float(e["power_kw"])))
+    refused, with_room, room_persisted = refusals_with_room(series, refusals)
     all_kw = [kw for v in accepted_kw.values() for kw in v]
     mean_kw = sum(all_kw) / len(all_kw) if all_kw else 0.0
-    upstream_refusals = sum(
-        metric(os.path.join(work, f"{router}-{n}.metrics"), 'substation_sessions_total{result="refused"}')
-        for n in names)
     return {
         "names": names,
-        "capacity_kw": {n: window[0][1][n][1] if window else None for n in names},
-        "peak_utilisation": peak,
-        "mean_utilisation": mean_util,
-        "spread_time_avg": spread_area / span if span else None,
+        "capacity_kw": st["capacity_kw"],
+        "peak_utilisation": st["peak_utilisation"],
+        "mean_utilisation": st["mean_utilisation"],
+        "spread_time_avg": st["spread_time_avg"],
         "refused_with_room": with_room,
         "refused_with_room_persisting": room_persisted,
         "mean_session_kw": mean_kw,
         "session_step": {n: mean_kw / window[0][1][n][1] for n in names} if window else {},
         "spread_without_smallest_time_avg": pair_spread(window, names),
         "refused": refused,
-        "substation_refusals": int(upstream_refusals),
+        "substation_refusals": substation_refusals(work, router, names),
         "sent": summary["sent"],
         "accepted": summary["accepted"],
         "errors": summary["errors"],
         "share": {n: v["share"] for n, v in summary["substations"].items()},
-        "energy_delivered_kwh": energy_kw_s * scale / 3600.0,
+        "energy_delivered_kwh": st["energy_kw_s"] * scale / 3600.0,
         "samples": len(window),
         "sample_gaps_max_s": max((b - a for a, b in zip(times, times[1:])), default=None),
-        "plot": [(t - start, {n: util(s, n) for n in names}) for t, s in series],
+        "plot": [(t - start, {n: utilisation(s, n) for n in names}) for t, s in series],
     }
 
 
@@ -138,10 +168,11 @@ def pair_spread(window, names):
     return area / (window[-1][0] - window[0][0])
 
 
-def plot(results, routers, path, settings):
-    cols = 3
+def plot(results, routers, path, settings, cols=3, suptitle=None):
+    """One panel per key of `results` (in the order of `routers`): each substation's
+    utilisation over time."""
     rows = (len(routers) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(15, 4.2 * rows), sharex=True, sharey=True, squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 4.2 * rows), sharex=True, sharey=True, squeeze=False)
     colours = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"]
     for ax, router in zip(axes.flat, routers):
         r = results[router]
@@ -164,9 +195,10 @@ def plot(results, routers, path, settings):
     for ax in axes[:, 0]:
         ax.set_ylabel("utilisation (load / capacity)")
     axes.flat[0].legend(loc="upper left", fontsize=8)
-    fig.suptitle(f"Utilisation over time, rush-hour demand (peak {settings['rate']:g} sessions/s, "
-                 f"seed {settings['seed']}, 1 h = {3600 / settings['time_scale']:g} s), sampled at "
-                 f"{settings['hz']:g} Hz", fontsize=12)
+    fig.suptitle(suptitle or (
+        f"Utilisation over time, rush-hour demand (peak {settings['rate']:g} sessions/s, "
+        f"seed {settings['seed']}, 1 h = {3600 / settings['time_scale']:g} s), sampled at "
+        f"{settings['hz']:g} Hz"), fontsize=12)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 

@@ -151,6 +151,29 @@ start_substation() {
   SUB_ADDR=$addr
 }
 
+# start_grid TIME_SCALE NAME:CAPACITY_KW...: one fresh substation each; sets SUBS (NAME=ADDR
+# each, for start_gridlb), WATCH (--substation NAME=ADDR each, for load-sampler) and SUB_CAPS
+# (CAPACITY_KW each, in the same order).
+start_grid() {
+  local scale=$1 sc name cap; shift
+  SUBS=() WATCH=() SUB_CAPS=()
+  for sc in "$@"; do
+    name=${sc%%:*} cap=${sc#*:}
+    start_substation "$name" "$cap" "$scale"
+    SUBS+=("$name=$SUB_ADDR")
+    WATCH+=(--substation "$name=$SUB_ADDR")
+    SUB_CAPS+=("$cap")
+  done
+}
+
+# save_substation_metrics PREFIX: each substation's /metrics (from $SUBS) to $BENCH_WORK/PREFIX-NAME.metrics.
+save_substation_metrics() {
+  local s
+  for s in "${SUBS[@]}"; do
+    curl -fsS --max-time 2 "http://${s#*=}/metrics" >"$BENCH_WORK/$1-${s%%=*}.metrics"
+  done
+}
+
 # start_gridlb PORT ALGORITHM PROBE_MS NAME=ADDR...: gridlb on PORT; sets GRIDLB_PID.
 start_gridlb() {
   local port=$1 algorithm=$2 probe_ms=$3; shift 3

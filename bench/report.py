@@ -2,7 +2,7 @@
 """Write bench/RESULTS.md from the latest results in bench/results/ (each benchmark script
 calls this at its end). Nothing in RESULTS.md is written by hand: the figures, the verdicts
 against the targets and the diagnosis of a missed target all come from the result files
-(throughput.json, spread.json, micro.json, k6.json, profile.txt)."""
+(throughput.json, spread.json, replicas.json, micro.json, k6.json, profile.txt)."""
 import json
 import os
 import re
@@ -42,7 +42,7 @@ def micro_row(micro, group, function, n):
     return None
 
 
-def targets(tp, spread, micro, profile):
+def targets(tp, spread, micro, profile, replicas=None):
     rows, notes = [], []
     if tp:
         ra = tp["ratios"]
@@ -87,7 +87,50 @@ def targets(tp, spread, micro, profile):
                          verdict(ll["spread_time_avg"] <= 0.05)))
             if ll["refused_with_room"] or ll["spread_time_avg"] > 0.05:
                 notes.append(spread_note(spread))
+    if replicas:
+        c = replicas["comparison"].get("least-load")
+        if c:
+            r1, r3 = replicas["runs"]["r1-least-load"], replicas["runs"]["r3-least-load"]
+            ratio = lambda v: "n/a (one replica: 0)" if v is None else f"{v:.2f}x"
+            ok_spread = c["spread_ratio"] is not None and c["spread_ratio"] <= 1.5 + 1e-9
+            ok_room = c["refused_with_room_ratio"] is not None and c["refused_with_room_ratio"] <= 1.5 + 1e-9
+            rows.append(("3 gridlb replicas, least-load: time-averaged spread within 1.5x of one replica's",
+                         f"{r1['spread_time_avg']:.3f} → {r3['spread_time_avg']:.3f} ({ratio(c['spread_ratio'])})",
+                         verdict(ok_spread)))
+            rows.append(("3 gridlb replicas, least-load: refused with room within 1.5x of one replica's",
+                         f"{r1['refused_with_room']} → {r3['refused_with_room']} ({ratio(c['refused_with_room_ratio'])}; "
+                         f"refusals in all {r1['refused']} → {r3['refused']})", verdict(ok_room)))
+            notes.append(replicas_note(replicas, ok_spread and ok_room))
     return rows, notes
+
+
+def replicas_note(rep, met):
+    runs, cmp_ = rep["runs"], rep["comparison"]
+    r1, r3 = runs["r1-least-load"], runs["r3-least-load"]
+    others = "; ".join(
+        f"{a} spread {runs['r1-' + a]['spread_time_avg']:.3f} → {runs['r3-' + a]['spread_time_avg']:.3f}, "
+        f"refused with room {runs['r1-' + a]['refused_with_room']} → {runs['r3-' + a]['refused_with_room']}"
+        for a in cmp_ if a != "least-load")
+    text = ("**Several replicas (bench/replicas).** " if met else "**Why 3 least-load replicas miss the 1.5x goal.** ")
+    text += (f"least-load with 1 and 3 replicas: spread {r1['spread_time_avg']:.3f} → {r3['spread_time_avg']:.3f}, "
+             f"refused with room {r1['refused_with_room']} → {r3['refused_with_room']}, refusals in all "
+             f"{r1['refused']} → {r3['refused']}, refusals by the substations themselves (retried elsewhere) "
+             f"{r1['substation_refusals']} → {r3['substation_refusals']}; the other algorithms: {others}. ")
+    if met:
+        text += ("No herding: every replica learns every substation's load from the `x-substation-load` header "
+                 "of each answer, which counts the bookings of every replica, so the replicas' views differ only "
+                 "by what is in flight elsewhere at that moment; and a replica that finds no room probes the "
+                 "stale substations again before refusing. What one replica cannot see (another's requests in "
+                 "flight) shows as substation refusals that gridlb retries on the next candidate, not as "
+                 "sessions lost.")
+    else:
+        text += ("Each replica adds to a substation's last report only its own requests in flight, so for "
+                 "the time between two reports the replicas see the same least-loaded substation and all send "
+                 "to it; the substation refuses what does not fit (counted above as substation refusals, "
+                 "retried on the next candidate). The `x-substation-load` header of every answer counts every "
+                 "replica's bookings, and a replica re-probes stale substations before refusing, so the views "
+                 "converge at each answer; what remains is the window of one request's round trip.")
+    return text
 
 
 def latency_note(tp):
@@ -225,19 +268,19 @@ def selection_note(micro, profile=None):
 def spread_note(spread):
     ll = spread["routers"]["least-load"]
     s = spread["settings"]
-    probe_sim_s = 0.1 * s["time_scale"]
     text = "**Why least-load misses a spread target.** "
     if ll["refused_with_room"]:
         persisting = ll.get("refused_with_room_persisting", 0)
         text += (f"{ll['refused_with_room']} of {ll['refused']} refusals happened while the last sample before "
                  f"the request showed room somewhere; in {persisting} of them that substation still had the room "
-                 "in the next sample, so the room was there all along and gridlb's view was behind; the others "
-                 "are races (a booking took the room between the sample and the request). gridlb learns that "
-                 "sessions have ended only from the substation's next report (a probe every 100 ms here, or "
-                 "the header of its next answer), and its view errs towards caution by design (in-flight and "
-                 f"ended sessions still count), so right after sessions end it refuses what would fit. At "
-                 f"this benchmark's time scale (1 h = {3600 / s['time_scale']:g} s) one probe interval is "
-                 f"{probe_sim_s:.0f} simulated seconds, during which many sessions end. ")
+                 "in the next sample (the room was there all along and gridlb's view was behind); the other "
+                 f"{ll['refused_with_room'] - persisting} are races at the sampler's resolution (a booking took "
+                 f"the room in the {1000 / s['hz']:.0f} ms between the sample and the request). gridlb learns "
+                 "that sessions have ended from the substation's next report (a probe every 100 ms here, or the "
+                 "header of its next answer), and before answering `503` for a full grid it probes again every "
+                 "substation whose report is older than 25 ms and selects once more, so a refusal rests on a "
+                 f"report at most 25 ms old ({0.025 * s['time_scale']:.0f} simulated seconds at this benchmark's "
+                 f"time scale of 1 h = {3600 / s['time_scale']:g} s). ")
     if ll["spread_time_avg"] > 0.05:
         steps = ", ".join(f"{v:.3f} of {n}" for n, v in ll.get("session_step", {}).items())
         text += (f"The time-averaged spread is {ll['spread_time_avg']:.3f}. The mean accepted session is "
@@ -249,23 +292,22 @@ def spread_note(spread):
                  "remains comes from the same lag (a substation whose sessions have ended looks fuller to gridlb "
                  "than it is until its next report) and from the ramp at the start, when the first sessions "
                  "land on empty substations. ")
-    text += ("A change to gridlb that would address both: track the end time of each session it routed "
-             "(the body states `duration_s`; the substation's answer could state the session's end, which "
-             "also covers a simulator's time scale) "
-             "and subtract the power of sessions that should have ended since the last report, still "
-             "correcting with the next report; and, before answering `503` for a full grid, re-probe the "
-             "substations whose report is older than a few milliseconds and select once more.")
+    text += ("A change to gridlb that would narrow the lag between reports: track the end time of each "
+             "session it routed (the body states `duration_s`; the substation's answer could state the "
+             "session's end, which also covers a simulator's time scale) and subtract the power of sessions "
+             "that should have ended since the last report, still correcting with the next report.")
     return text
 
 
 def main():
     tp, spread, micro, k6 = load("throughput.json"), load("spread.json"), load("micro.json"), load("k6.json")
+    replicas = load("replicas.json")
     profile = load("profile.txt")
     out = ["# Benchmark results", "",
            "Written by the scripts in bench/ (`bench/report.py` assembles this page from "
            "bench/results/); do not edit by hand. How to rerun: bench/README.md.", ""]
     machines = {}
-    for name, r in (("throughput", tp), ("spread", spread), ("micro", micro), ("k6", k6)):
+    for name, r in (("throughput", tp), ("spread", spread), ("replicas", replicas), ("micro", micro), ("k6", k6)):
         if r:
             machines.setdefault(machine_line(r["machine"]), []).append(f"{name} ({r['date']})")
     out += ["## Machine", ""]
@@ -274,7 +316,7 @@ def main():
     out += ["", "Other builds and tests ran on the same two cores during some of these runs; every "
             "comparison is interleaved and reported as a median so that such noise falls on all the "
             "configurations alike, but absolute figures are lower than on an idle machine.", ""]
-    rows, notes = targets(tp, spread, micro, profile)
+    rows, notes = targets(tp, spread, micro, profile, replicas)
     if rows:
         out += ["## Verdict against the targets", "", "| target | measured | verdict |", "| --- | --- | --- |"]
         out += [f"| {a} | {b} | {c} |" for a, b, c in rows]
@@ -287,6 +329,8 @@ def main():
             out += [f"Peers: {tp['machine']['nginx']}, {tp['machine']['haproxy']}; client {tp['machine']['oha']}.", ""]
     if spread:
         out += [f"## Spread ({spread['date']})", "", read_md("spread.md") or "", ""]
+    if replicas:
+        out += [f"## Replicas ({replicas['date']})", "", read_md("replicas.md") or "", ""]
     if micro:
         out += [f"## Microbenchmarks ({micro['date']})", "",
                 "Criterion, median time per call (`cargo bench -p gridlb --bench selection`).", "",

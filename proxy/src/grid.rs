@@ -173,10 +173,10 @@ impl Grid {
 
     /// When no substation seems to have room for `kw`, the reports may just be stale (sessions
     /// end between probes). Re-probe, now and in parallel, every eligible substation whose
-    /// capacity could take `kw` and whose report is older than [`FRESH`]; true if any report
-    /// changed, so the caller selects again. Concurrent callers wait for the same round
-    /// instead of probing again, and a round takes at most one probe timeout.
-    pub async fn refresh_for(&self, kw: f64) -> bool {
+    /// capacity could take `kw` and whose report is older than [`FRESH`], so that the caller
+    /// can select again. Concurrent callers wait for the same round instead of probing again
+    /// (and then find the reports fresh); a round takes at most one probe timeout.
+    pub async fn refresh_for(&self, kw: f64) {
         let _serial = self.refresh_lock.lock().await;
         let snapshot = self.snapshot.load_full();
         let stale: Vec<&Arc<SubstationState>> = snapshot
@@ -189,9 +189,7 @@ impl Grid {
                     .is_some_and(|r| r.capacity_kw >= kw && r.received_at.elapsed() > FRESH)
             })
             .collect();
-        let refreshed =
-            futures::future::join_all(stale.iter().map(|s| self.refresher.refresh(s))).await;
-        refreshed.into_iter().any(|changed| changed)
+        futures::future::join_all(stale.iter().map(|s| self.refresher.refresh(s))).await;
     }
 
     /// Ready once every configured substation has been probed at least once.

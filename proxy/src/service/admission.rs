@@ -118,8 +118,10 @@ impl GridProxy {
                 chosen = self.grid.select(ctx.kw, &ctx.tried);
             }
         }
-        if chosen.is_none() && self.grid.refresh_for(ctx.kw).await {
-            // The grid looked full on old reports; fresh ones found room.
+        if chosen.is_none() {
+            // The grid looked full, perhaps on old reports: freshen them (or wait for the
+            // round another request started) and choose again.
+            self.grid.refresh_for(ctx.kw).await;
             chosen = self.grid.select(ctx.kw, &ctx.tried);
         }
         match chosen {

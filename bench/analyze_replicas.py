@@ -1,0 +1,220 @@
+#!/usr/bin/env python3
+"""The offered rate and the figures of the replicas benchmark (bench/replicas writes the inputs).
+
+usage: analyze_replicas.py rate --capacity-kw KW --load X --time-scale S
+       analyze_replicas.py analyse WORK_DIR OUT_DIR --runs "r1-least-load r3-least-load ..."
+                           --streams K --seconds S --rate R --load X --seed N --time-scale S
+                           --hz H --build PROFILE
+
+`rate`: the arrivals per real second that offer X times KW on average. A session's mean energy
+E (kW x simulated s) comes from the power and duration mixes ev-demand draws from
+(bench/src/demand.rs and protocol/src/charge.rs, read from the source so that the two cannot
+drift apart); by Little's law the mean load is the arrival rate
+(per simulated second) times E, and one real second is S simulated seconds.
+
+`analyse`: per run (RUN-load.csv, RUN-events-I.csv and RUN-summary-I.json for each demand
+stream I, RUN-NAME.metrics), the same figures as the spread benchmark (analyze_spread.py):
+peak utilisation per substation, time-averaged spread, sessions refused while another
+substation had room, refusals in all and by substations, accepted; and for each algorithm the
+ratio of its 3-replica figures to its 1-replica ones. Writes OUT_DIR/replicas.json,
+replicas.md and replicas.png.
+"""
+import argparse
+import datetime
+import json
+import os
+import re
+import sys
+
+sys.dont_write_bytecode = True  # no __pycache__ in bench/ from the import below
+from analyze_spread import events, plot, refusals_with_room, substation_refusals, ticks, window_stats
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+GOAL_RATIO = 1.5
+
+
+# Where the demand's mixes are defined: ev-demand's durations, and the charger power mix that
+# it shares with the demo (protocol crate).
+MIX_SOURCES = [os.path.join(HERE, "src", "demand.rs"), os.path.join(HERE, "..", "protocol", "src", "charge.rs")]
+
+
+def const(name, pattern):
+    for path in MIX_SOURCES:
+        m = re.search(rf"pub const {name}: {pattern};", open(path).read(), re.S)
+        if m:
+            return m.group(1)
+    raise SystemExit(f"{name} not found in {', '.join(MIX_SOURCES)}")
+
+
+def mix(*names):
+    """The first of `names` defined as a `[(f64, f64); N]` constant: [(value, weight)]."""
+    for name in names[:-1]:
+        try:
+            return mix(name)
+        except SystemExit:
+            pass
+    body = const(names[-1], r"\[\(f64, f64\); \d+\] = \[(.*?)\]")
+    return [(float(a), float(b)) for a, b in re.findall(r"\(([\d.]+),\s*([\d.]+)\)", body)]
+
+
+def mean_session_energy():
+    """Mean kW x simulated seconds of one session, from the mixes ev-demand draws from."""
+    powers = mix("POWER_MIX", "CHARGER_MIX")
+    ac, dc = mix("AC_DURATIONS"), mix("DC_DURATIONS")
+    dc_from = float(const("DC_FROM_KW", r"f64 = ([\d.]+)"))
+    mean = lambda m: sum(v * w for v, w in m) / sum(w for _, w in m)
+    return sum(kw * w * mean(dc if kw >= dc_from else ac) for kw, w in powers) / sum(w for _, w in powers)
+
+
+def offered_rate(capacity_kw, load, time_scale):
+    return load * capacity_kw * time_scale / mean_session_energy()
+
+
+def analyse(work, run, streams, seconds, scale):
+    summaries = [json.load(open(os.path.join(work, f"{run}-summary-{i}.json"))) for i in range(1, streams + 1)]
+    series, names = ticks(os.path.join(work, f"{run}-load.csv"))
+    start = min(s["started_unix"] for s in summaries)
+    st = window_stats(series, names, start, start + seconds)
+    refusals = []
+    for i, summary in enumerate(summaries, 1):
+        for e in events(os.path.join(work, f"{run}-events-{i}.csv")):
+            if e["status"] == "503":
+                refusals.append((summary["started_unix"] + float(e["sent_at_s"]), float(e["power_kw"])))
+    refused, with_room, persisted = refusals_with_room(series, refusals)
+    total = lambda k: sum(s[k] for s in summaries)
+    return {
+        "names": names,
+        "capacity_kw": st["capacity_kw"],
+        "peak_utilisation": st["peak_utilisation"],
+        "mean_utilisation": st["mean_utilisation"],
+        "spread_time_avg": st["spread_time_avg"],
+        "refused_with_room": with_room,
+        "refused_with_room_persisting": persisted,
+        "refused": refused,
+        "substation_refusals": substation_refusals(work, run, names),
+        "sent": total("sent"),
+        "accepted": total("accepted"),
+        "errors": total("errors"),
+        "energy_delivered_kwh": st["energy_kw_s"] * scale / 3600.0,
+        "samples": len(st["window"]),
+        "plot": [(t - start, {n: l / c for n, (l, c) in s.items()}) for t, s in series],
+    }
+
+
+def ratio(three, one):
+    if one:
+        return three / one
+    return 1.0 if not three else None  # None: worse than a baseline of zero
+
+
+def compare(runs):
+    out = {}
+    for key, r3 in runs.items():
+        n, algorithm = key.split("-", 1)
+        r1 = runs.get(f"r1-{algorithm}")
+        if n != "r3" or not r1:
+            continue
+        out[algorithm] = {
+            "spread_ratio": ratio(r3["spread_time_avg"], r1["spread_time_avg"]),
+            "refused_with_room_ratio": ratio(r3["refused_with_room"], r1["refused_with_room"]),
+            "refused_ratio": ratio(r3["refused"], r1["refused"]),
+        }
+        c = out[algorithm]
+        c["within_goal"] = all(v is not None and v <= GOAL_RATIO + 1e-9
+                               for v in (c["spread_ratio"], c["refused_with_room_ratio"]))
+    return out
+
+
+def fmt_ratio(v):
+    return "n/a (baseline 0)" if v is None else f"{v:.2f}x"
+
+
+def markdown(res):
+    s = res["settings"]
+    first = next(iter(res["runs"].values()))
+    names, caps = first["names"], first["capacity_kw"]
+    head = " | ".join(f"peak {n} ({caps[n]:.0f} kW)" for n in names)
+    lines = [
+        f"Constant Poisson demand for {s['seconds']:g} s at {s['rate']:.2f} sessions/s ({s['load']:g}x the "
+        f"grid's {sum(caps.values()):.0f} kW on average), as {s['streams']} ev-demand streams of a third "
+        f"each (seeds {s['seed']}001 to {s['seed']}00{s['streams']}); with 3 replicas each stream goes to its own "
+        "gridlb, with 1 all go to the one, so both see the same arrivals. One simulated hour = "
+        f"{3600 / s['time_scale']:g} s; probes every 100 ms; fresh substations for each run; /load sampled at "
+        f"{s['hz']:g} Hz; {s['build']} build.",
+        "",
+        f"| replicas | algorithm | {head} | spread (time avg) | refused with room | refused | "
+        "substation refusals (retried) | accepted |",
+        "| ---: | --- | " + " | ".join("---:" for _ in names) + " | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for key, r in sorted(res["runs"].items(), key=lambda kv: (kv[0].split("-", 1)[0], list(res["runs"]).index(kv[0]))):
+        n, algorithm = key.split("-", 1)
+        peaks = " | ".join(f"{r['peak_utilisation'][x]:.3f}" for x in names)
+        lines.append(f"| {n[1:]} | {algorithm} | {peaks} | {r['spread_time_avg']:.3f} | {r['refused_with_room']} | "
+                     f"{r['refused']} | {r['substation_refusals']} | {r['accepted']} of {r['sent']} |")
+    lines += ["", f"3 replicas against 1 (goal: spread and refused-with-room within {GOAL_RATIO:g}x):", "",
+              "| algorithm | spread 1 → 3 | ratio | refused with room 1 → 3 | ratio | refused 1 → 3 | within goal |",
+              "| --- | --- | ---: | --- | ---: | --- | --- |"]
+    for algorithm, c in res["comparison"].items():
+        r1, r3 = res["runs"][f"r1-{algorithm}"], res["runs"][f"r3-{algorithm}"]
+        lines.append(
+            f"| {algorithm} | {r1['spread_time_avg']:.3f} → {r3['spread_time_avg']:.3f} | {fmt_ratio(c['spread_ratio'])} | "
+            f"{r1['refused_with_room']} → {r3['refused_with_room']} | {fmt_ratio(c['refused_with_room_ratio'])} | "
+            f"{r1['refused']} → {r3['refused']} | {'yes' if c['within_goal'] else 'no'} |")
+    lines += ["", "![utilisation over time, 1 and 3 replicas](results/replicas.png)", ""]
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("rate")
+    r.add_argument("--capacity-kw", type=float, required=True)
+    r.add_argument("--load", type=float, required=True)
+    r.add_argument("--time-scale", type=float, required=True)
+    a = sub.add_parser("analyse")
+    a.add_argument("work")
+    a.add_argument("out")
+    a.add_argument("--runs", required=True)
+    for name, kind in (("streams", int), ("seconds", float), ("rate", float), ("load", float), ("seed", int),
+                       ("time-scale", float), ("hz", float)):
+        a.add_argument(f"--{name}", type=kind, required=True)
+    a.add_argument("--build", default="release")
+    args = ap.parse_args()
+    if args.cmd == "rate":
+        print(f"{offered_rate(args.capacity_kw, args.load, args.time_scale):.3f}")
+        return
+    keys = args.runs.split()
+    settings = {"seconds": args.seconds, "rate": args.rate, "load": args.load, "seed": args.seed,
+                "streams": args.streams, "time_scale": args.time_scale, "hz": args.hz, "build": args.build,
+                "mean_session_energy_kw_s": mean_session_energy()}
+    runs = {k: analyse(args.work, k, args.streams, args.seconds, args.time_scale) for k in keys}
+    os.makedirs(args.out, exist_ok=True)
+    # Rows: 1 replica, then 3; columns: the algorithms.
+    order = sorted(keys, key=lambda k: (k.split("-", 1)[0], keys.index(k)))
+    labelled = {f"{k.split('-', 1)[1]}, {k[1:].split('-', 1)[0]} replica{'s' if not k.startswith('r1-') else ''}": runs[k]
+                for k in order}
+    cols = len({k.split("-", 1)[1] for k in keys})
+    plot(labelled, list(labelled), os.path.join(args.out, "replicas.png"), settings, cols=cols,
+         suptitle=f"Utilisation over time, 1 and 3 gridlb replicas, constant demand at {args.load:g}x capacity "
+                  f"({args.rate:.1f} sessions/s), sampled at {args.hz:g} Hz")
+    for v in runs.values():
+        del v["plot"]
+    res = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": json.load(open(os.path.join(args.work, "machine.json"))),
+        "settings": settings,
+        "runs": runs,
+        "comparison": compare(runs),
+    }
+    with open(os.path.join(args.out, "replicas.json"), "w") as f:
+        json.dump(res, f, indent=1)
+    with open(os.path.join(args.out, "replicas.md"), "w") as f:
+        f.write(markdown(res))
+    print(markdown(res))
+    bad = [k for k, v in runs.items() if v["samples"] < 10 or v["sent"] == 0]
+    if bad:
+        raise SystemExit(f"no usable samples or demand for: {', '.join(bad)}")
+
+
+if __name__ == "__main__":
+    main()
