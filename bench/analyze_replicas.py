@@ -27,7 +27,7 @@ import re
 import sys
 
 sys.dont_write_bytecode = True  # no __pycache__ in bench/ from the import below
-from analyze_spread import events, plot, refusals_with_room, substation_refusals, ticks, window_stats
+from analyze_spread import events, plot, publish, refusals_with_room, substation_refusals, ticks, window_stats
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GOAL_RATIO = 1.5
@@ -206,14 +206,7 @@ def main():
         "runs": runs,
         "comparison": compare(runs),
     }
-    with open(os.path.join(args.out, "replicas.json"), "w") as f:
-        json.dump(res, f, indent=1)
-    with open(os.path.join(args.out, "replicas.md"), "w") as f:
-        f.write(markdown(res))
-    print(markdown(res))
-    bad = [k for k, v in runs.items() if v["samples"] < 10 or v["sent"] == 0]
-    if bad:
-        raise SystemExit(f"no usable samples or demand for: {', '.join(bad)}")
+    publish(args.out, "replicas", res, markdown(res), runs)
 
 
 if __name__ == "__main__":

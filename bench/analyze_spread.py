@@ -251,12 +251,18 @@ def main():
         "settings": settings,
         "routers": results,
     }
-    with open(os.path.join(a.out, "spread.json"), "w") as f:
+    publish(a.out, "spread", res, markdown(res), results)
+
+
+def publish(out, stem, res, md, runs):
+    """Write OUT/STEM.json and OUT/STEM.md, print the markdown, and fail (exit non-zero) when a
+    run has too few samples or sent nothing: the benchmarks fail on errors, not on numbers."""
+    with open(os.path.join(out, f"{stem}.json"), "w") as f:
         json.dump(res, f, indent=1)
-    with open(os.path.join(a.out, "spread.md"), "w") as f:
-        f.write(markdown(res))
-    print(markdown(res))
-    bad = [r for r, v in results.items() if v["samples"] < 10 or v["sent"] == 0]
+    with open(os.path.join(out, f"{stem}.md"), "w") as f:
+        f.write(md)
+    print(md)
+    bad = [k for k, v in runs.items() if v["samples"] < 10 or v["sent"] == 0]
     if bad:
         raise SystemExit(f"no usable samples or demand for: {', '.join(bad)}")
 
