@@ -80,7 +80,7 @@ async fn killed_substation_fails_no_request_that_never_reached_it_and_returns_wi
     ];
     let addr1 = subs[0].addr;
     let proxy = Arc::new(
-        Proxy::launch(
+        Proxy::start(
             &[("s1", addr1), ("s2", subs[1].addr), ("s3", subs[2].addr)],
             probes,
         )
@@ -237,7 +237,7 @@ async fn slow_substation_is_taken_out_and_does_not_slow_the_others() {
     let slow = Arc::new(AtomicBool::new(false));
     let double = stalling_substation("slow", Arc::clone(&slow)).await;
     let healthy = [("s1", s[0].addr), ("s2", s[1].addr)];
-    let proxy = Proxy::launch(&healthy, &settings).await;
+    let proxy = Proxy::start(&healthy, &settings).await;
     let without = latencies(&proxy, 30, "before").await;
 
     // Add the fake; once it has reported (empty, so the most attractive), it stalls.
@@ -387,7 +387,7 @@ async fn hostile_probe_reports_are_rejected_by_reason_and_their_substations_get_
         .collect();
     subs.push(("broken", broken.addr));
     subs.push(("good", good.addr));
-    let mut proxy = Proxy::launch(
+    let mut proxy = Proxy::start(
         &subs,
         // Timeouts generous enough for a loaded machine: the liars fail on content alone.
         "probe: { interval_ms: 250, timeout_ms: 200, unhealthy_after: 2, healthy_after: 1 }",
@@ -498,7 +498,7 @@ async fn hostile_header_reports_are_rejected_and_never_replace_the_probed_one() 
         .header("x-substation-load", value)
     })
     .await;
-    let mut proxy = Proxy::launch(
+    let mut proxy = Proxy::start(
         &[("h", double.addr)],
         "probe: { interval_ms: 200, timeout_ms: 180 }",
     )
@@ -582,7 +582,7 @@ async fn delayed_and_reordered_reports_never_move_the_view_backwards() {
     })
     .await;
     let proxy = Arc::new(
-        Proxy::launch(
+        Proxy::start(
             &[("r", double.addr)],
             "probe: { interval_ms: 30, timeout_ms: 25, unhealthy_after: 100 }",
         )
@@ -666,7 +666,7 @@ async fn a_retry_with_the_same_idempotency_key_books_one_session() {
         substation("s2", 1000.0, 1.0).await,
         substation("s3", 1000.0, 1.0).await,
     ];
-    let proxy = Proxy::launch(
+    let proxy = Proxy::start(
         &[("s1", s[0].addr), ("s2", s[1].addr), ("s3", s[2].addr)],
         "probe: { interval_ms: 200, timeout_ms: 180 }",
     )
@@ -716,7 +716,7 @@ async fn restarted_proxy_rebuilds_its_view_from_probes_before_it_is_ready() {
         ("s3", links[2].addr),
     ];
     let probes = "probe: { interval_ms: 2000, timeout_ms: 1500 }";
-    let mut proxy = Proxy::launch(&subs, probes).await;
+    let mut proxy = Proxy::start(&subs, probes).await;
     for i in 0..9 {
         assert_eq!(
             proxy.charge(&format!("ev-{i}"), 10.0, 3600.0).await.status,
@@ -840,7 +840,7 @@ async fn unreachable_substation_costs_one_connect_timeout_and_the_session_goes_e
     let s1 = substation("s1", 1000.0, 1.0).await;
     let jam = Arc::new(AtomicBool::new(false));
     let jammed = jammable_substation("jammed", Arc::clone(&jam)).await;
-    let proxy = Proxy::launch(
+    let proxy = Proxy::start(
         &[("s1", s1.addr), ("jammed", jammed)],
         "probe: { interval_ms: 5000, timeout_ms: 1000 }\n\
          upstream: { connect_timeout_ms: 300, read_timeout_ms: 5000 }\n",

@@ -194,7 +194,7 @@ async fn victim() -> (SocketAddr, Arc<AtomicUsize>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn neither_host_nor_absolute_uri_sends_a_request_anywhere_else() {
     let s = substation("s1", 1000.0, 1.0).await;
-    let proxy = Proxy::launch(&[("s1", s.addr)], PROBES).await;
+    let proxy = Proxy::start(&[("s1", s.addr)], PROBES).await;
     let (v, hits) = victim().await;
     let host = v.to_string();
     let requests: Vec<(String, Vec<u8>)> = vec![
@@ -265,7 +265,7 @@ async fn neither_host_nor_absolute_uri_sends_a_request_anywhere_else() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn charge_bodies_over_16_kib_get_413_and_reach_no_substation() {
     let rec = recorder("rec", Duration::ZERO).await;
-    let proxy = Proxy::launch(&[("rec", rec.addr)], PROBES).await;
+    let proxy = Proxy::start(&[("rec", rec.addr)], PROBES).await;
     let limit = 16 * 1024;
     // Exactly at the limit is fine (JSON padded with spaces).
     let at_limit = format!("{BODY:<limit$}");
@@ -310,7 +310,7 @@ async fn charge_bodies_over_16_kib_get_413_and_reach_no_substation() {
 async fn headers_over_the_limit_get_431() {
     let rec = recorder("rec", Duration::ZERO).await;
     // Default limit: 32 KiB.
-    let proxy = Proxy::launch(&[("rec", rec.addr)], PROBES).await;
+    let proxy = Proxy::start(&[("rec", rec.addr)], PROBES).await;
     let send = |size: usize| {
         let pad = format!("x-pad: {}", "a".repeat(size));
         raw_charge("/charge", "x", &[pad.as_str()], BODY)
@@ -325,7 +325,7 @@ async fn headers_over_the_limit_get_431() {
     );
     drop(proxy);
     // Configured: 4 KiB.
-    let proxy = Proxy::launch(
+    let proxy = Proxy::start(
         &[("rec", rec.addr)],
         &format!("{PROBES}limits: {{ max_header_bytes: 4096 }}\n"),
     )
@@ -366,7 +366,7 @@ async fn stall(addr: SocketAddr, bytes: &[u8], limit: Duration) -> (Option<Durat
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_senders_are_cut_off_after_the_client_read_timeout() {
     let rec = recorder("rec", Duration::ZERO).await;
-    let proxy = Proxy::launch(
+    let proxy = Proxy::start(
         &[("rec", rec.addr)],
         &format!("{PROBES}limits: {{ client_read_timeout_ms: 500 }}\n"),
     )
@@ -395,7 +395,7 @@ async fn slow_senders_are_cut_off_after_the_client_read_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_trickles_in_is_cut_off_after_the_client_read_timeout() {
     let rec = recorder("rec", Duration::ZERO).await;
-    let proxy = Proxy::launch(
+    let proxy = Proxy::start(
         &[("rec", rec.addr)],
         &format!("{PROBES}limits: {{ client_read_timeout_ms: 500 }}\n"),
     )
@@ -441,7 +441,7 @@ async fn trickle_body(addr: SocketAddr, every: Duration) -> Duration {
 async fn requests_over_the_concurrency_cap_get_503_at_once() {
     let rec = recorder("rec", Duration::from_millis(1500)).await;
     let proxy = Arc::new(
-        Proxy::launch(
+        Proxy::start(
             &[("rec", rec.addr)],
             &format!("{PROBES}limits: {{ max_concurrent_requests: 2 }}\n"),
         )
@@ -483,7 +483,7 @@ async fn requests_over_the_concurrency_cap_get_503_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hop_by_hop_headers_are_stripped_and_the_client_is_named() {
     let rec = recorder("rec", Duration::ZERO).await;
-    let proxy = Proxy::launch(&[("rec", rec.addr)], PROBES).await;
+    let proxy = Proxy::start(&[("rec", rec.addr)], PROBES).await;
     let request = raw_charge(
         "/charge",
         "x",
@@ -552,7 +552,7 @@ async fn hop_by_hop_headers_are_stripped_and_the_client_is_named() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_on_the_wire_never_takes_the_proxy_down() {
     let s = substation("s1", 1000.0, 1.0).await;
-    let mut proxy = Proxy::launch(&[("s1", s.addr)], PROBES).await;
+    let mut proxy = Proxy::start(&[("s1", s.addr)], PROBES).await;
     let inputs: Vec<Vec<u8>> = vec![
         b"\x00\x01\x02\x03\xff\xfe\r\n\r\n".to_vec(),
         b"POST /charge HTTP/1.1\r\ncontent-length: -1\r\n\r\n".to_vec(),
@@ -589,7 +589,7 @@ async fn garbage_on_the_wire_never_takes_the_proxy_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_chunked_bodies_are_client_errors() {
     let rec = recorder("rec", Duration::ZERO).await;
-    let proxy = Proxy::launch(&[("rec", rec.addr)], PROBES).await;
+    let proxy = Proxy::start(&[("rec", rec.addr)], PROBES).await;
     let cases: [(&str, &[u8]); 2] = [
         (
             "bad chunk size",
@@ -614,7 +614,7 @@ async fn malformed_chunked_bodies_are_client_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_smuggled_request_never_reaches_a_substation() {
     let rec = recorder("rec", Duration::ZERO).await;
-    let proxy = Proxy::launch(&[("rec", rec.addr)], PROBES).await;
+    let proxy = Proxy::start(&[("rec", rec.addr)], PROBES).await;
     let smuggled = "GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n";
     // Both framings: transfer-encoding wins (RFC 9112, 6.3), so what follows the last chunk
     // is a second request to the proxy, never part of the first one's body.

@@ -46,37 +46,9 @@ pub fn substation_lines(subs: &[(&str, SocketAddr)]) -> String {
 
 impl Proxy {
     /// Start gridlb over `subs` with `extra` YAML (probe/selection sections) and wait until
-    /// it is ready (every substation probed once).
+    /// it is ready (every substation probed once); see [`Proxy::start_with`].
     pub async fn start(subs: &[(&str, SocketAddr)], extra: &str) -> Proxy {
-        let (listen, admin) = (free_port(), free_port());
-        let yaml = format!(
-            "listen: \"{listen}\"\nadmin: {{ listen: \"{admin}\" }}\nsubstations:\n{}{extra}\n",
-            substation_lines(subs)
-        );
-        let stem = format!("gridlb-test-{}-{}", std::process::id(), listen.port());
-        let config_path = std::env::temp_dir().join(format!("{stem}.yaml"));
-        let log_path = std::env::temp_dir().join(format!("{stem}.log"));
-        std::fs::write(&config_path, yaml).expect("write config");
-        let log = std::fs::File::create(&log_path).expect("create log");
-        let child = Command::new(env!("CARGO_BIN_EXE_gridlb"))
-            .arg("--config")
-            .arg(&config_path)
-            .args(["--threads", "2"])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn gridlb");
-        let mut proxy = Proxy {
-            child,
-            listen,
-            admin,
-            config_path,
-            log_path,
-            client: client(),
-        };
-        proxy.wait_ready().await;
-        proxy
+        Proxy::start_with(subs, extra, &Launch::default()).await
     }
 
     async fn wait_ready(&mut self) {
@@ -289,7 +261,6 @@ pub struct Launch {
 }
 
 impl Proxy {
-    /// Like [`Proxy::start`], with launch options; waits until ready.
     /// Like [`Proxy::start`], with launch options; waits until ready. A port that was free
     /// when chosen may be taken (by another test's client connection) before gridlb binds
     /// it: then it is started again on other ports.
@@ -323,11 +294,6 @@ impl Proxy {
             }
         }
         panic!("gridlb could not bind its ports three times");
-    }
-
-    /// [`Proxy::start_with`] with the default launch options.
-    pub async fn launch(subs: &[(&str, SocketAddr)], extra: &str) -> Proxy {
-        Proxy::start_with(subs, extra, &Launch::default()).await
     }
 
     /// Start gridlb and return at once, without waiting for it to be ready.
