@@ -88,7 +88,9 @@ fn gridlb(
 }
 
 fn free_port() -> SocketAddr {
-    gridlb::demo::free_port().expect("a free loopback port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
 }
 
 async fn wait_ready(admin: SocketAddr) {

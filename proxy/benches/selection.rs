@@ -1,17 +1,17 @@
 //! Microbenchmarks of the hot path with 3, 16, 128 and 1024 substations: one selection
-//! (`GridSelection::choose`, the first candidate, per algorithm; and `Grid::select`, which
+//! (`GridSelection::choose`, the first candidate, per algorithm; and `Admission::select`, which
 //! adds Pingora's iteration and the reservation) and one report update
 //! (`SubstationState::offer`).
 //!
 //! Run with `cargo bench -p gridlb --bench selection`; `bench/micro` runs it and writes the
 //! results to `bench/RESULTS.md`.
 
-use arc_swap::ArcSwap;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use gridlb::config::{Algorithm, Config, SelectionConfig};
-use gridlb::grid::Grid;
+use gridlb::admission::Admission;
+use gridlb::config::{Algorithm, Config};
 use gridlb::metrics::Metrics;
-use gridlb::selection::{GridSelection, Rng, SelectorConfig};
+use gridlb::selection::{GridSelection, Rng, SelectorConfig, Settings};
+use gridlb::server::Parts;
 use gridlb::table::{Report, SubstationState};
 use gridlb_protocol::ReportVersion;
 use pingora_load_balancing::Backend;
@@ -19,7 +19,7 @@ use pingora_load_balancing::selection::BackendSelection;
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 const SIZES: [usize; 4] = [3, 16, 128, 1024];
 const REQUEST_KW: f64 = 11.0;
@@ -51,17 +51,13 @@ fn selection(n: usize, algorithm: Algorithm) -> GridSelection {
         })
         .collect();
     let config = SelectorConfig {
-        settings: Arc::new(ArcSwap::from_pointee(SelectionConfig {
-            algorithm,
-            max_utilization: 1.0,
-            default_request_kw: REQUEST_KW,
-        })),
+        settings: Settings::Fixed(algorithm, 1.0),
         rng: Arc::new(Rng::seeded(1)),
     };
     GridSelection::build_with_config(&backends, &config)
 }
 
-fn grid(n: usize, algorithm: Algorithm) -> (tokio::runtime::Runtime, Arc<Grid>) {
+fn grid(n: usize, algorithm: Algorithm) -> (tokio::runtime::Runtime, Arc<Admission>) {
     let lines: String = (0..n)
         .map(|i| format!("  - {{ name: s{i}, address: \"{}\" }}\n", addr(i)))
         .collect();
@@ -71,13 +67,15 @@ fn grid(n: usize, algorithm: Algorithm) -> (tokio::runtime::Runtime, Arc<Grid>) 
     ))
     .expect("generated config is valid");
     let metrics = Arc::new(Metrics::new(&prometheus::Registry::new()).expect("fresh registry"));
-    let grid = Grid::new(config, None, metrics, Rng::seeded(1));
+    let grid = Parts::new(config, None, metrics, Rng::seeded(1))
+        .expect("literal addresses")
+        .admission;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a runtime");
-    rt.block_on(grid.update_membership());
-    for (i, s) in grid.snapshot().substations.iter().enumerate() {
+    rt.block_on(grid.pool().update_membership());
+    for (i, s) in grid.table().snapshot().substations.iter().enumerate() {
         s.state.offer(report(i, 1));
     }
     (rt, grid)

@@ -13,7 +13,8 @@
 //! When a token is configured (`admin.token_env`), every mutating route needs
 //! `Authorization: Bearer <token>`, compared in constant time.
 
-use crate::grid::Grid;
+use crate::pool::Pool;
+use crate::reload::{ReloadError, Reloader};
 use crate::status::Status;
 use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
@@ -25,16 +26,17 @@ use std::sync::Arc;
 const STATUS_PAGE: &str = include_str!("status.html");
 
 pub struct AdminApp {
-    grid: Arc<Grid>,
+    pool: Arc<Pool>,
+    reloader: Arc<Reloader>,
 }
 
 impl AdminApp {
-    pub fn new(grid: Arc<Grid>) -> Self {
-        AdminApp { grid }
+    pub fn new(pool: Arc<Pool>, reloader: Arc<Reloader>) -> Self {
+        AdminApp { pool, reloader }
     }
 
     fn authorized(&self, session: &ServerSession) -> bool {
-        let Some(token) = self.grid.config().admin.token.clone() else {
+        let Some(token) = self.pool.table().config().admin.token.clone() else {
             return true;
         };
         let given = session
@@ -48,15 +50,15 @@ impl AdminApp {
     }
 
     async fn reload(&self) -> Response<Vec<u8>> {
-        match self.grid.reload().await {
+        match self.reloader.reload().await {
             Ok(config) => json_response(
                 StatusCode::OK,
                 &json!({"result": "success", "substations": config.substations.len(), "algorithm": config.selection.algorithm.as_str()}),
             ),
             Err(e) => {
                 let path = match &e {
-                    crate::grid::ReloadError::Invalid(c) => Some(c.path.clone()),
-                    crate::grid::ReloadError::NoFile => None,
+                    ReloadError::Invalid(c) => Some(c.path.clone()),
+                    ReloadError::NoFile => None,
                 };
                 json_response(
                     StatusCode::UNPROCESSABLE_ENTITY,
@@ -79,7 +81,7 @@ impl AdminApp {
                 );
             }
         };
-        match self.grid.set_admin_drain(name, drain).await {
+        match self.pool.set_admin_drain(name, drain) {
             Some(draining) => json_response(
                 StatusCode::OK,
                 &json!({"substation": name, "admin_drain": drain, "draining": draining}),
@@ -92,7 +94,7 @@ impl AdminApp {
     }
 
     fn ready(&self) -> Response<Vec<u8>> {
-        let waiting = self.grid.unprobed();
+        let waiting = self.pool.unprobed();
         let code = if waiting.is_empty() {
             StatusCode::OK
         } else {
@@ -113,12 +115,19 @@ impl ServeHttp for AdminApp {
         match (method, path.as_str()) {
             (Method::GET, "/healthz") => text(StatusCode::OK, "text/plain", "ok\n".into()),
             (Method::GET, "/readyz") => self.ready(),
-            (Method::GET, "/status") => json_response(StatusCode::OK, &Status::of(&self.grid)),
-            (Method::GET, "/metrics") => text(
+            (Method::GET, "/status") => json_response(
                 StatusCode::OK,
-                "text/plain; version=0.0.4",
-                self.grid.metrics.render(&self.grid).into_bytes(),
+                &Status::of(&self.pool, self.reloader.status()),
             ),
+            (Method::GET, "/metrics") => {
+                let table = self.pool.table();
+                let page = table.metrics().render(&table.snapshot().gauges());
+                text(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4",
+                    page.into_bytes(),
+                )
+            }
             (Method::GET, "/") => text(
                 StatusCode::OK,
                 "text/html; charset=utf-8",

@@ -10,11 +10,12 @@
 //! Bounded: at most `capacity` keys, each kept for `ttl`, the oldest dropped first when full.
 //! Keys are queued in the order they were remembered, so expiry and eviction take amortised
 //! constant time: a client sending many distinct keys cannot make the table slow. Only
-//! requests that carry a key touch it.
+//! requests that carry a key touch it. Time is tokio's clock (tests pause it).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 pub struct Affinity {
     table: Mutex<Table>,
@@ -118,21 +119,23 @@ pub fn valid_key(key: &str) -> bool {
 mod tests {
     use super::*;
 
-    #[test]
-    fn remembered_key_routes_back_until_it_expires() {
+    #[tokio::test(start_paused = true)]
+    async fn remembered_key_routes_back_until_it_expires() {
         let a = Affinity::new(10, Duration::from_millis(50));
         a.remember("k", "s2");
         assert_eq!(a.get("k").as_deref(), Some("s2"));
         assert_eq!(a.get("other"), None);
-        std::thread::sleep(Duration::from_millis(60));
+        tokio::time::advance(Duration::from_millis(49)).await;
+        assert_eq!(a.get("k").as_deref(), Some("s2"), "not yet expired");
+        tokio::time::advance(Duration::from_millis(1)).await;
         assert_eq!(a.get("k"), None);
     }
 
-    #[test]
-    fn a_full_table_drops_the_oldest_key() {
+    #[tokio::test(start_paused = true)]
+    async fn a_full_table_drops_the_oldest_key() {
         let a = Affinity::new(2, Duration::from_secs(60));
         a.remember("a", "s1");
-        std::thread::sleep(Duration::from_millis(2));
+        tokio::time::advance(Duration::from_millis(2)).await;
         a.remember("b", "s1");
         a.remember("c", "s1");
         assert_eq!(a.len(), 2);

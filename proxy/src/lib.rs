@@ -1,27 +1,34 @@
 //! gridlb: a Pingora reverse proxy that routes electric-vehicle charging sessions to the
 //! substation with the most headroom, and never pushes a substation past its capacity.
 //!
-//! Map of the crate:
-//! - [`config`]: the YAML file and its validation;
-//! - [`table`]: the load table (newest report per substation, in-flight power, reservations);
+//! Map of the crate, in the order the dependencies run (each module uses only those above
+//! it; `docs/design.md` draws the map):
+//! - [`config`]: the YAML file and its validation (pure: no DNS, no I/O beyond the file);
+//! - [`metrics`]: every Prometheus family, registered once;
+//! - [`table`]: the load table (the swapped snapshot, newest report per substation, in-flight
+//!   power, reservations, health and drain) and the one door reports come in by;
+//! - [`affinity`] (Idempotency-Key routing) and [`gate`] (the concurrent-request cap);
 //! - [`selection`]: Pingora `BackendSelection` with least-load, p2c and baselines;
 //! - [`probe`]: the load probe, a Pingora `HealthCheck` that reads `GET /load`;
-//! - [`discovery`]: Pingora `ServiceDiscovery` from the config (membership and drain);
-//! - [`grid`]: the shared run-time state and reloads; [`reload`]: file watch and SIGHUP;
-//! - [`service`]: the `ProxyHttp` implementation (admission, retries, headers), with
-//!   [`affinity`] (Idempotency-Key routing) and [`gate`] (the concurrent-request cap);
-//! - [`admin`] and [`status`]: the admin API; [`metrics`]: every Prometheus family;
-//! - [`server`]: wiring into a Pingora server; [`demo`]: `gridlb demo`.
+//! - [`discovery`]: DNS and Pingora `ServiceDiscovery` from the config;
+//! - [`pool`]: Pingora's `LoadBalancer` over them, membership, the probe schedule, readiness;
+//! - [`admission`]: choosing a substation and reserving its power; [`attempt`]: one
+//!   request's upstream attempts as a typed state;
+//! - [`reload`]: validated reloads and their triggers (file change, SIGHUP, DNS refresh);
+//! - [`service`]: the `ProxyHttp` implementation; [`admin`] and [`status`]: the admin API;
+//! - [`server`]: assembles every part ([`server::Parts`]) into a Pingora server;
+//! - [`client`]: a small HTTP client for tools and tests (not on the request path).
 
 pub mod admin;
+pub mod admission;
 pub mod affinity;
+pub mod attempt;
 pub mod client;
 pub mod config;
-pub mod demo;
 pub mod discovery;
 pub mod gate;
-pub mod grid;
 pub mod metrics;
+pub mod pool;
 pub mod probe;
 pub mod reload;
 pub mod selection;

@@ -1,8 +1,10 @@
-//! The `gridlb` command line: run the proxy, check a config, or run the demo.
+//! The `gridlb` command line: run the proxy, check a config, or run the demo (the separate
+//! `gridlb-demo` binary, so that the proxy does not link the substation simulator).
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use gridlb::config::Config;
+use gridlb::discovery;
 use gridlb::metrics::Metrics;
 use gridlb::server::{self, Options};
 use std::path::PathBuf;
@@ -35,22 +37,22 @@ enum Command {
     /// Validate a config file; exits non-zero and names the offending key when it is wrong.
     Check,
     /// Run three in-process substations, the proxy and generated EV demand, with a live
-    /// table of each substation's utilisation. Ctrl-C stops it.
-    Demo(gridlb::demo::DemoArgs),
+    /// table of each substation's utilisation. Ctrl-C stops it. Runs the `gridlb-demo`
+    /// binary found beside `gridlb` (or on the PATH); `gridlb demo --help` lists its options.
+    #[command(disable_help_flag = true)]
+    Demo {
+        /// Options of the demo (`--rate`, `--duration`, `--algorithm`, `--seed`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The demo draws a table on the terminal: only warnings may interrupt it.
-    let level = if matches!(cli.command, Some(Command::Demo(_))) {
-        "warn"
-    } else {
-        "info"
-    };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let result = match cli.command {
         Some(Command::Check) => check(cli.config),
-        Some(Command::Demo(args)) => gridlb::demo::run(args),
+        Some(Command::Demo { args }) => demo(args),
         None => run(cli.config, cli.upgrade, cli.threads),
     };
     match result {
@@ -65,6 +67,7 @@ fn main() -> ExitCode {
 fn check(path: Option<PathBuf>) -> anyhow::Result<()> {
     let path = path.context("check needs --config FILE")?;
     let config = Config::load(&path).with_context(|| format!("{} is not valid", path.display()))?;
+    discovery::resolve_all(&config).with_context(|| format!("{} is not valid", path.display()))?;
     println!(
         "{} is valid: {} substation(s), algorithm {}, listen {}, admin {}",
         path.display(),
@@ -92,6 +95,28 @@ fn run(path: Option<PathBuf>, upgrade: bool, threads: Option<usize>) -> anyhow::
         threads,
         upgrade_sock: None,
     };
-    let (server, _grid) = server::build(config, Some(path), &options, metrics);
+    let (server, _parts) = server::build(config, Some(path.clone()), &options, metrics)
+        .with_context(|| format!("{} is not valid", path.display()))?;
     server.run_forever()
+}
+
+/// `gridlb demo ARGS`: run `gridlb-demo ARGS`, from beside this binary or from the PATH.
+fn demo(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join("gridlb-demo")))
+        .filter(|p| p.is_file());
+    let program = beside.unwrap_or_else(|| PathBuf::from("gridlb-demo"));
+    let status = std::process::Command::new(&program)
+        .args(args)
+        .status()
+        .with_context(|| {
+            format!(
+                "cannot run {}: the demo is its own binary; build it with `cargo build -p gridlb-demo` \
+                 (or run ./scripts/demo)",
+                program.display()
+            )
+        })?;
+    anyhow::ensure!(status.success(), "the demo ended with {status}");
+    Ok(())
 }

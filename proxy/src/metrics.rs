@@ -16,11 +16,10 @@
 //! In the binary the families live in Prometheus' default registry, the one Pingora's own
 //! metrics use (both on `prometheus` 0.14), so one `/metrics` page shows both.
 
-use crate::grid::Grid;
 use prometheus::{
     Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, core::Collector,
 };
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
 /// Request duration buckets, 100 µs to 10 s.
@@ -48,6 +47,20 @@ pub const REFUSAL_REASONS: [&str; 3] = ["grid_full", "all_refused", "busy"];
 pub const RETRY_REASONS: [&str; 3] = ["connect", "refused", "stale_connection"];
 /// The `substation` label of answers the proxy gave itself.
 pub const NO_SUBSTATION: &str = "none";
+
+/// One substation's gauges at scrape time, as the load table computes them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubstationGauges<'a> {
+    pub name: &'a str,
+    /// From the newest report; `None` before the first.
+    pub load_kw: Option<f64>,
+    pub capacity_kw: Option<f64>,
+    pub utilization: Option<f64>,
+    pub report_age_s: Option<f64>,
+    pub in_flight_kw: f64,
+    pub healthy: bool,
+    pub draining: bool,
+}
 
 pub struct Metrics {
     registry: Registry,
@@ -285,7 +298,7 @@ impl Metrics {
     /// Set the per-substation gauges from the load table, give every configured substation
     /// its zero-valued counters, and drop the series of substations no longer configured.
     /// Called before every scrape.
-    pub fn refresh(&self, grid: &Grid) {
+    pub fn refresh(&self, substations: &[SubstationGauges]) {
         let gauges = [
             &self.load,
             &self.capacity,
@@ -298,105 +311,46 @@ impl Metrics {
         for g in gauges {
             g.reset();
         }
-        let snapshot = grid.snapshot();
         let mut configured = HashSet::new();
-        for sub in &snapshot.substations {
-            let name = [sub.config.name.as_str()];
-            configured.insert(sub.config.name.as_str());
-            self.touch(&sub.config.name);
-            let state = &sub.state;
-            if let Some(report) = state.report() {
-                self.load.with_label_values(&name).set(report.load_kw);
-                self.capacity
-                    .with_label_values(&name)
-                    .set(report.capacity_kw);
-                self.utilization
-                    .with_label_values(&name)
-                    .set(state.utilization_with(0.0).unwrap_or(0.0));
-                self.report_age
-                    .with_label_values(&name)
-                    .set(report.received_at.elapsed().as_secs_f64());
+        for sub in substations {
+            let name = [sub.name];
+            configured.insert(sub.name);
+            self.touch(sub.name);
+            let known = [
+                (&self.load, sub.load_kw),
+                (&self.capacity, sub.capacity_kw),
+                (&self.utilization, sub.utilization),
+                (&self.report_age, sub.report_age_s),
+            ];
+            for (gauge, value) in known {
+                if let Some(v) = value {
+                    gauge.with_label_values(&name).set(v);
+                }
             }
             self.in_flight
                 .with_label_values(&name)
-                .set(state.in_flight_kw());
+                .set(sub.in_flight_kw);
             self.healthy
                 .with_label_values(&name)
-                .set(if state.is_healthy() { 1.0 } else { 0.0 });
+                .set(if sub.healthy { 1.0 } else { 0.0 });
             self.draining
                 .with_label_values(&name)
-                .set(if state.is_draining() { 1.0 } else { 0.0 });
+                .set(if sub.draining { 1.0 } else { 0.0 });
         }
         for family in self.per_substation() {
             family.retain(&|s| s == NO_SUBSTATION || configured.contains(s));
         }
     }
 
-    /// Create the zero-valued counters of a configured substation.
-    fn touch(&self, substation: &str) {
-        for reason in PROBE_FAILURE_REASONS {
-            self.probe_failures.with_label_values(&[substation, reason]);
-        }
-        for source in REPORT_SOURCES {
-            self.reports_stale.with_label_values(&[substation, source]);
-            for reason in REPORT_REJECT_REASONS {
-                self.reports_rejected
-                    .with_label_values(&[substation, source, reason]);
-            }
-        }
-        self.substation_refusals.with_label_values(&[substation]);
-    }
-
-    /// The families with a `substation` label that are not recomputed at every scrape.
-    fn per_substation(&self) -> [&dyn Retain; 6] {
-        [
-            &self.requests,
-            &self.probe_failures,
-            &self.reports_stale,
-            &self.reports_rejected,
-            &self.substation_refusals,
-            &self.probe_duration,
-        ]
-    }
-
-    /// Remove every series of a substation that left the config.
-    pub fn forget(&self, substation: &str) {
-        for family in self.per_substation() {
-            family.retain(&|s| s != substation);
-        }
-    }
-
-    /// The text exposition of the registry, refreshed from `grid`.
-    pub fn render(&self, grid: &Grid) -> String {
-        self.refresh(grid);
+    /// The text exposition of the registry, refreshed from the load table's `substations`.
+    pub fn render(&self, substations: &[SubstationGauges]) -> String {
+        self.refresh(substations);
         let mut out = String::new();
         let encoder = prometheus::TextEncoder::new();
         if let Err(e) = encoder.encode_utf8(&self.registry.gather(), &mut out) {
             log::error!("cannot encode metrics: {e}");
         }
         out
-    }
-}
-
-/// Removal of the series whose `substation` label fails a test, in a family of any labels.
-trait Retain {
-    fn retain(&self, keep: &dyn Fn(&str) -> bool);
-}
-
-impl<T: prometheus::core::MetricVecBuilder> Retain for prometheus::core::MetricVec<T> {
-    fn retain(&self, keep: &dyn Fn(&str) -> bool) {
-        for family in self.collect() {
-            for metric in family.get_metric() {
-                let labels: HashMap<&str, &str> = metric
-                    .get_label()
-                    .iter()
-                    .map(|l| (l.name(), l.value()))
-                    .collect();
-                if labels.get("substation").is_some_and(|s| !keep(s)) {
-                    let _ = self.remove(&labels);
-                }
-            }
-        }
     }
 }
 
@@ -407,5 +361,6 @@ fn unix_now() -> f64 {
         .unwrap_or(0.0)
 }
 
+mod series;
 #[cfg(test)]
 mod tests;

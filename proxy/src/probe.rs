@@ -8,25 +8,23 @@
 //! towards `probe.unhealthy_after`, a good one towards `probe.healthy_after`, read from the
 //! live config on every call so that a reload changes them at once.
 //!
-//! Probes of all substations run in parallel ([`ProbeService`] drives the schedule).
+//! Its verdict (after Pingora's thresholds) is mirrored into the load table on every flip
+//! ([`HealthCheck::health_status_change`]), where selection reads it. Probes of all
+//! substations run in parallel; the schedule is `pool::ProbeSchedule`.
 
-use crate::grid::{Grid, Snapshot};
-use crate::metrics::Metrics;
-use crate::table::{Offer, Report, SubstationState};
-use arc_swap::ArcSwap;
+use crate::table::{Report, Source, SubstationState, Table};
 use async_trait::async_trait;
 use bytes::BytesMut;
 use gridlb_protocol::{LoadReport, MAX_REPORT_BODY, ReportError};
 use pingora_core::connectors::http::Connector;
-use pingora_core::server::ShutdownWatch;
-use pingora_core::services::background::BackgroundService;
 use pingora_core::upstreams::peer::{HttpPeer, Peer};
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::RequestHeader;
 use pingora_load_balancing::Backend;
 use pingora_load_balancing::health_check::HealthCheck;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// Why a probe failed, as the `reason` label of `gridlb_probe_failures_total`.
 #[derive(Debug, thiserror::Error)]
@@ -53,18 +51,16 @@ impl ProbeError {
 }
 
 pub struct LoadProbe {
-    snapshot: Arc<ArcSwap<Snapshot>>,
-    metrics: Arc<Metrics>,
+    table: Arc<Table>,
     connector: Connector,
 }
 
 impl LoadProbe {
-    /// A probe reading its settings from the live `snapshot` on every check; it reuses
+    /// A probe reading its settings from the table's live config on every check; it reuses
     /// connections to each substation between probes.
-    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(table: Arc<Table>) -> Self {
         LoadProbe {
-            snapshot,
-            metrics,
+            table,
             connector: Connector::new(None),
         }
     }
@@ -134,18 +130,19 @@ impl LoadProbe {
         result: &std::result::Result<LoadReport, ProbeError>,
     ) {
         state.record_probe();
+        let metrics = self.table.metrics();
         match result {
             Ok(report) => {
-                if state.offer(Report::from_probe(report, Instant::now())) == Offer::Stale {
-                    self.metrics.report_stale(&state.name, "probe");
+                let report = Report::from_probe(report, Instant::now());
+                self.table.ingest(state, Ok(report), Source::Probe);
+            }
+            Err(e) => {
+                if let ProbeError::Invalid(invalid) = e {
+                    self.table
+                        .ingest(state, Err(invalid.clone()), Source::Probe);
                 }
+                metrics.probe_failed(&state.name, e.reason());
             }
-            Err(ProbeError::Invalid(e)) => {
-                self.metrics
-                    .report_rejected(&state.name, "probe", e.reason());
-                self.metrics.probe_failed(&state.name, "invalid_report");
-            }
-            Err(e) => self.metrics.probe_failed(&state.name, e.reason()),
         }
     }
 }
@@ -153,13 +150,15 @@ impl LoadProbe {
 impl LoadProbe {
     /// One probe, bounded by the probe timeout, recorded in the table and the metrics.
     async fn probe(&self, state: &SubstationState) -> std::result::Result<LoadReport, ProbeError> {
-        let probe = self.snapshot.load().config.probe.clone();
+        let probe = self.table.config().probe.clone();
         let started = Instant::now();
         let fetched =
             tokio::time::timeout(probe.timeout, self.fetch(state, &probe.path, probe.timeout))
                 .await;
         let result = fetched.unwrap_or(Err(ProbeError::Timeout(probe.timeout)));
-        self.metrics.probe_duration(&state.name, started.elapsed());
+        self.table
+            .metrics()
+            .probe_duration(&state.name, started.elapsed());
         self.record(state, &result);
         result
     }
@@ -205,39 +204,11 @@ impl HealthCheck for LoadProbe {
     }
 
     fn health_threshold(&self, success: bool) -> usize {
-        let probe = &self.snapshot.load().config.probe;
+        let probe = &self.table.config().probe;
         if success {
             probe.healthy_after
         } else {
             probe.unhealthy_after
-        }
-    }
-}
-
-/// The probe schedule: discovery once at start, then a parallel probe of every substation
-/// each `probe.interval` (read live, so a reload changes the pace from the next round).
-pub struct ProbeService {
-    pub grid: Arc<Grid>,
-}
-
-#[async_trait]
-impl BackgroundService for ProbeService {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        self.grid.update_membership().await;
-        loop {
-            let round = Instant::now();
-            tokio::select! {
-                _ = self.grid.load_balancer().backends().run_health_check(true) => {}
-                _ = shutdown.changed() => return,
-            }
-            self.grid.first_round_done();
-            let interval = self.grid.config().probe.interval;
-            let rest = interval.saturating_sub(round.elapsed());
-            tokio::select! {
-                _ = tokio::time::sleep(rest) => {}
-                _ = self.grid.probe_requested() => {}
-                _ = shutdown.changed() => return,
-            }
         }
     }
 }

@@ -26,8 +26,7 @@
 //! Randomness comes from [`Rng`], a seedable SplitMix64, so tests are exact.
 
 use crate::config::{Algorithm, SelectionConfig};
-use crate::table::SubstationState;
-use arc_swap::ArcSwap;
+use crate::table::{SubstationState, Table};
 use pingora_load_balancing::Backend;
 use pingora_load_balancing::selection::{BackendIter, BackendSelection};
 use std::collections::BTreeSet;
@@ -84,22 +83,49 @@ impl Rng {
     }
 }
 
-/// What the selector shares with the rest of the proxy: the live selection settings
-/// (swapped on reload) and the random source.
-#[derive(Debug, Clone)]
+/// Where the selector reads its settings (algorithm, `max_utilization`) from.
+#[derive(Clone)]
+pub enum Settings {
+    /// The load table's live config: one source, swapped with the rest of the config on reload.
+    Live(Arc<Table>),
+    /// Fixed settings (a selector built on its own, by Pingora's `build` or a test).
+    Fixed(Algorithm, f64),
+}
+
+/// What the selector shares with the rest of the proxy: its settings and the random source.
+#[derive(Clone)]
 pub struct SelectorConfig {
-    pub settings: Arc<ArcSwap<SelectionConfig>>,
+    pub settings: Settings,
     pub rng: Arc<Rng>,
 }
 
+impl SelectorConfig {
+    /// Settings read live from `table`.
+    pub fn new(table: Arc<Table>, rng: Rng) -> SelectorConfig {
+        SelectorConfig {
+            settings: Settings::Live(table),
+            rng: Arc::new(rng),
+        }
+    }
+
+    /// The current algorithm and `max_utilization`.
+    fn settings(&self) -> (Algorithm, f64) {
+        match &self.settings {
+            Settings::Live(table) => {
+                let snapshot = table.snapshot();
+                let s: &SelectionConfig = &snapshot.config.selection;
+                (s.algorithm, s.max_utilization)
+            }
+            Settings::Fixed(algorithm, max_utilization) => (*algorithm, *max_utilization),
+        }
+    }
+}
+
+/// Least-load, no cap below capacity, seeded from the clock.
 impl Default for SelectorConfig {
     fn default() -> Self {
         SelectorConfig {
-            settings: Arc::new(ArcSwap::from_pointee(SelectionConfig {
-                algorithm: Algorithm::LeastLoad,
-                max_utilization: 1.0,
-                default_request_kw: 11.0,
-            })),
+            settings: Settings::Fixed(Algorithm::LeastLoad, 1.0),
             rng: Arc::new(Rng::from_entropy()),
         }
     }
@@ -226,9 +252,8 @@ impl Order {
 impl GridSelection {
     /// The candidates for a request of `kw`, in order of preference.
     pub fn order(&self, kw: f64) -> Order {
-        let settings = self.config.settings.load();
-        let max_utilization = settings.max_utilization;
-        match settings.algorithm {
+        let (algorithm, max_utilization) = self.config.settings();
+        match algorithm {
             Algorithm::LeastLoad => Order::least_first(self.scored(kw, max_utilization)),
             Algorithm::P2c => self.p2c(kw, max_utilization),
             Algorithm::RoundRobin => {
@@ -254,12 +279,7 @@ impl GridSelection {
     /// Utilisation of candidate `i` after `kw`, if it is healthy, not draining, reported and
     /// has room.
     fn score(&self, i: usize, kw: f64, max_utilization: f64) -> Option<f64> {
-        let s = &self.states[i];
-        if !s.is_healthy() || s.is_draining() {
-            return None;
-        }
-        let u = s.utilization_with(kw)?;
-        (u <= max_utilization + 1e-9).then_some(u)
+        self.states[i].score(kw, max_utilization)
     }
 
     /// Every candidate with a report, healthy, not draining and with room for `kw`. One

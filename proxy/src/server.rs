@@ -1,15 +1,21 @@
-//! Assembly of the Pingora server: the proxy service on `listen`, the admin app on
-//! `admin.listen`, the probe schedule and (with a config file) the reload triggers as
-//! background services.
+//! Assembly: the one place every part is made and wired ([`Parts`]), and the Pingora server
+//! around them: the proxy service on `listen`, the admin app on `admin.listen`, the probe
+//! schedule and (with a config file) the reload triggers as background services.
+//!
+//! Dependencies run one way: `config` → `table` (with `metrics`) → `selection`, `probe`,
+//! `discovery` → `pool` → `admission`, `reload` → `service`, `admin` → `server`.
 
 use crate::admin::AdminApp;
-use crate::config::Config;
-use crate::grid::Grid;
+use crate::admission::Admission;
+use crate::config::{Config, ConfigError};
+use crate::discovery;
 use crate::metrics::Metrics;
-use crate::probe::ProbeService;
-use crate::reload::ReloadService;
+use crate::pool::{Pool, ProbeSchedule};
+use crate::reload::{ReloadService, Reloader};
 use crate::selection::Rng;
 use crate::service::GridProxy;
+use crate::status::Status;
+use crate::table::Table;
 use pingora_core::server::Server;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::services::background::background_service;
@@ -28,14 +34,54 @@ pub struct Options {
     pub upgrade_sock: Option<PathBuf>,
 }
 
-/// Build the server and its grid. `metrics` decides the registry (the default registry in
-/// the binary, a private one in tests that run several proxies in one process).
+/// gridlb's run-time parts, made once and shared by the services.
+#[derive(Clone)]
+pub struct Parts {
+    pub table: Arc<Table>,
+    pub pool: Arc<Pool>,
+    pub admission: Arc<Admission>,
+    pub reloader: Arc<Reloader>,
+}
+
+impl Parts {
+    /// The parts for `config` (its substation addresses resolved now), reloading from
+    /// `config_path` if given. `metrics` decides the registry (the default registry in the
+    /// binary, a private one in tests that run several proxies in one process); `rng` makes
+    /// selection reproducible in tests.
+    pub fn new(
+        config: Config,
+        config_path: Option<PathBuf>,
+        metrics: Arc<Metrics>,
+        rng: Rng,
+    ) -> Result<Parts, ConfigError> {
+        let addrs = discovery::resolve_all(&config)?;
+        let table = Arc::new(Table::new(config, &addrs, metrics));
+        let pool = Arc::new(Pool::new(Arc::clone(&table), rng));
+        Ok(Parts {
+            admission: Arc::new(Admission::new(Arc::clone(&pool))),
+            reloader: Arc::new(Reloader::new(Arc::clone(&pool), config_path)),
+            table,
+            pool,
+        })
+    }
+
+    /// The `/status` document.
+    pub fn status(&self) -> Status {
+        Status::of(&self.pool, self.reloader.status())
+    }
+}
+
+/// Build the server and its parts.
 pub fn build(
     config: Config,
     config_path: Option<PathBuf>,
     options: &Options,
     metrics: Arc<Metrics>,
-) -> (Server, Arc<Grid>) {
+) -> Result<(Server, Parts), ConfigError> {
+    let listen = config.listen.to_string();
+    let admin_listen = config.admin.listen.to_string();
+    let port = config.listen.port();
+    let parts = Parts::new(config, config_path.clone(), metrics, Rng::from_entropy())?;
     let mut conf = ServerConf {
         threads: options.threads.unwrap_or_else(|| {
             std::thread::available_parallelism()
@@ -46,9 +92,10 @@ pub fn build(
         graceful_shutdown_timeout_seconds: Some(5),
         ..ServerConf::default()
     };
-    let sock = options.upgrade_sock.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("gridlb-{}.sock", config.listen.port()))
-    });
+    let sock = options
+        .upgrade_sock
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("gridlb-{port}.sock")));
     conf.upgrade_sock = sock.to_string_lossy().into_owned();
     conf.pid_file = sock.with_extension("pid").to_string_lossy().into_owned();
     let opt = Opt {
@@ -58,22 +105,19 @@ pub fn build(
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    let listen = config.listen.to_string();
-    let admin_listen = config.admin.listen.to_string();
-    let grid = Grid::new(config, config_path.clone(), metrics, Rng::from_entropy());
-
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
-        GridProxy::new(Arc::clone(&grid)),
+        GridProxy::new(Arc::clone(&parts.admission)),
         "gridlb proxy",
     );
     proxy.add_tcp(&listen);
-    let mut admin = Service::new("gridlb admin".to_string(), AdminApp::new(Arc::clone(&grid)));
+    let admin_app = AdminApp::new(Arc::clone(&parts.pool), Arc::clone(&parts.reloader));
+    let mut admin = Service::new("gridlb admin".to_string(), admin_app);
     admin.add_tcp(&admin_listen);
     let probe = background_service(
         "gridlb probe",
-        ProbeService {
-            grid: Arc::clone(&grid),
+        ProbeSchedule {
+            pool: Arc::clone(&parts.pool),
         },
     );
 
@@ -84,10 +128,10 @@ pub fn build(
         server.add_service(background_service(
             "gridlb reload",
             ReloadService {
-                grid: Arc::clone(&grid),
+                reloader: Arc::clone(&parts.reloader),
                 path,
             },
         ));
     }
-    (server, grid)
+    Ok((server, parts))
 }

@@ -9,23 +9,27 @@
 //!    an `Idempotency-Key` the proxy has seen goes where that key went). When none has
 //!    room the proxy answers `503` with `Retry-After` itself and sends nothing upstream.
 //!    `DELETE /charge/{id}` goes to the substation named in the session id. Anything else is
-//!    `404`/`405`: gridlb is never an open proxy, whatever the Host or URI says.
-//! 2. `upstream_peer` sends to the reserved substation; on a retry it reserves the next
-//!    candidate, never one this request already tried.
+//!    `404`/`405`: gridlb is never an open proxy, whatever the Host or URI says. (The
+//!    HTTP side is in `request.rs`; the choice of substation is `crate::admission`.)
+//! 2. `upstream_peer` sends the reserved attempt (`crate::attempt`); on a retry it reserves
+//!    the next candidate, never one this request already tried.
 //! 3. `upstream_response_filter` feeds the `x-substation-load` header to the load table and
-//!    only then releases the reservation (see `table.rs` for why that is exact). A `503` from
-//!    a substation (no capacity) becomes a retryable error when another candidate has room
-//!    (reserved there first); when none has, that `503` goes to the client as it is.
-//! 4. `fail_to_connect` / `error_while_proxy` decide retries: a connect failure or a
-//!    capacity refusal always; an error on a reused keep-alive connection (the substation
-//!    went away between requests) too; nothing that may have been booked.
+//!    only then releases the attempt (see `table.rs` for why that is exact). A `503` from a
+//!    substation (no capacity) becomes the typed error `attempt::REFUSED`, retried when
+//!    another candidate has room (reserved there first); when none has, that `503` goes to
+//!    the client as it is.
+//! 4. `fail_to_connect` / `error_while_proxy` release the attempt and decide retries: a
+//!    connect failure or a capacity refusal always; an error on a reused keep-alive
+//!    connection (the substation went away between requests) too; nothing that may have been
+//!    booked.
 //! 5. `fail_to_proxy` writes a JSON error; `logging` records metrics.
 
-use crate::gate::Pass;
-use crate::grid::Grid;
-use crate::table::{Offer, Report, Reservation, SubstationState};
+use crate::admission::Admission;
+use crate::attempt::{Attempts, EXHAUSTED, REFUSED, is_capacity_refusal};
+use crate::gate::{Gate, Pass};
+use crate::table::{Report, Source, SubstationState, Table};
 use async_trait::async_trait;
-use gridlb_protocol::{ErrorBody, HeaderReport, LOAD_HEADER, SUBSTATION_HEADER};
+use gridlb_protocol::{ErrorBody, LOAD_HEADER, SUBSTATION_HEADER};
 use http::Method;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
@@ -34,7 +38,8 @@ use pingora_proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// Headers that describe one hop and must not be forwarded (RFC 9110 §7.6.1).
 const HOP_BY_HOP: &[&str] = &[
@@ -71,15 +76,8 @@ pub struct RequestCtx {
     started: Instant,
     route: Route,
     kw: f64,
-    /// Reserved by `request_filter`, not yet sent.
-    pending: Option<Reservation>,
-    /// Sent and not yet answered; released when the answer (or an error) arrives.
-    in_flight: Option<Reservation>,
-    /// The substation of the current attempt (for `DELETE`, the session's owner).
-    target: Option<Arc<SubstationState>>,
-    tried: Vec<SocketAddr>,
-    /// The last attempt was refused by its substation for lack of capacity.
-    refused: bool,
+    /// Reserved, in flight, released; the substations tried.
+    attempts: Attempts,
     /// The smallest `Retry-After` a refusing substation gave.
     retry_after: Option<u64>,
     idempotency_key: Option<String>,
@@ -87,21 +85,30 @@ pub struct RequestCtx {
     _pass: Option<Pass>,
 }
 
-mod admission;
+mod request;
 
-use admission::{not_allowed, respond_json};
+use request::{not_allowed, respond_json};
 
 pub struct GridProxy {
-    grid: Arc<Grid>,
+    admission: Arc<Admission>,
+    /// Requests in progress, capped by `limits.max_concurrent_requests`.
+    gate: Arc<Gate>,
 }
 
 impl GridProxy {
-    pub fn new(grid: Arc<Grid>) -> Self {
-        GridProxy { grid }
+    pub fn new(admission: Arc<Admission>) -> Self {
+        GridProxy {
+            admission,
+            gate: Arc::new(Gate::default()),
+        }
+    }
+
+    fn table(&self) -> &Table {
+        self.admission.table()
     }
 
     fn peer(&self, addr: SocketAddr) -> Box<HttpPeer> {
-        let upstream = &self.grid.config().upstream;
+        let upstream = &self.table().config().upstream;
         let mut peer = HttpPeer::new(addr, false, String::new());
         peer.options.connection_timeout = Some(upstream.connect_timeout);
         peer.options.read_timeout = Some(upstream.read_timeout);
@@ -112,23 +119,9 @@ impl GridProxy {
 
     /// Feed the load header of an answer to the table.
     fn learn(&self, state: &SubstationState, header: &ResponseHeader) {
-        let Some(value) = header.headers.get(LOAD_HEADER) else {
-            return;
-        };
-        let parsed = value
-            .to_str()
-            .map_err(|_| gridlb_protocol::ReportError::Malformed("header is not ASCII".into()))
-            .and_then(HeaderReport::parse);
-        match parsed {
-            Ok(report) => {
-                if state.offer(Report::from_header(&report, Instant::now())) == Offer::Stale {
-                    self.grid.metrics.report_stale(&state.name, "header");
-                }
-            }
-            Err(e) => self
-                .grid
-                .metrics
-                .report_rejected(&state.name, "header", e.reason()),
+        if let Some(value) = header.headers.get(LOAD_HEADER) {
+            let report = Report::from_header_value(value, Instant::now());
+            self.table().ingest(state, report, Source::Header);
         }
     }
 }
@@ -142,11 +135,7 @@ impl ProxyHttp for GridProxy {
             started: Instant::now(),
             route: Route::None,
             kw: 0.0,
-            pending: None,
-            in_flight: None,
-            target: None,
-            tried: Vec::new(),
-            refused: false,
+            attempts: Attempts::default(),
             retry_after: None,
             idempotency_key: None,
             _pass: None,
@@ -185,28 +174,19 @@ impl ProxyHttp for GridProxy {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        if ctx.route == Route::Release {
-            let state = ctx.target.clone().ok_or_else(|| {
-                Error::explain(ErrorType::InternalError, "release without a target")
-            })?;
-            return Ok(self.peer(state.addr));
+        if !ctx.attempts.is_pending() {
+            // A retry: the next candidate with room, never one already tried.
+            let next = self.admission.select(ctx.kw, ctx.attempts.tried());
+            ctx.attempts
+                .reserve(next.ok_or_else(|| Error::new(EXHAUSTED))?);
         }
-        let reservation = match ctx.pending.take() {
-            Some(r) => r,
-            None => self.grid.select(ctx.kw, &ctx.tried).ok_or_else(|| {
-                Error::explain(
-                    ErrorType::HTTPStatus(503),
-                    "every substation with room was tried",
-                )
-            })?,
-        };
-        let state = Arc::clone(reservation.state());
+        let state = ctx
+            .attempts
+            .send()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "nothing to send"))?;
         if let Some(key) = &ctx.idempotency_key {
-            self.grid.affinity.remember(key, &state.name);
+            self.admission.remember(key, &state.name);
         }
-        ctx.tried.push(state.addr);
-        ctx.target = Some(Arc::clone(&state));
-        ctx.in_flight = Some(reservation);
         Ok(self.peer(state.addr))
     }
 
@@ -254,15 +234,16 @@ impl ProxyHttp for GridProxy {
         upstream: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let Some(state) = ctx.target.clone() else {
+        let Some(state) = ctx.attempts.target().cloned() else {
             return Ok(());
         };
         self.learn(&state, upstream);
         // Released only now: the report just learnt (or a newer one) includes this request.
-        ctx.in_flight = None;
+        ctx.attempts.release();
+        let metrics = self.table().metrics();
         let status = upstream.status.as_u16();
         if ctx.route == Route::Charge && status == 503 {
-            self.grid.metrics.substation_refused(&state.name);
+            metrics.substation_refused(&state.name);
             let advised = upstream
                 .headers
                 .get(http::header::RETRY_AFTER)
@@ -271,20 +252,15 @@ impl ProxyHttp for GridProxy {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            if let Some(next) = self.grid.select(ctx.kw, &ctx.tried) {
+            if let Some(next) = self.admission.select(ctx.kw, ctx.attempts.tried()) {
                 // Another candidate has room: try it (Pingora resends the buffered body).
-                ctx.pending = Some(next);
-                ctx.refused = true;
-                let mut e = Error::explain(
-                    ErrorType::HTTPStatus(503),
-                    format!("substation {} has no room", state.name),
-                );
-                e.set_retry(true);
+                ctx.attempts.reserve(next);
+                let e = Error::explain(REFUSED, format!("substation {} has no room", state.name));
                 return Err(e);
             }
             // Every candidate refused: pass this refusal on as it is, with the soonest
             // Retry-After any of them gave (the connection stays usable for the client).
-            self.grid.metrics.admission_refused("all_refused");
+            metrics.admission_refused("all_refused");
             let retry_after = self.retry_after(ctx).to_string();
             upstream.insert_header(http::header::RETRY_AFTER, retry_after)?;
             upstream.insert_header(SUBSTATION_HEADER, state.name.as_str())?;
@@ -304,11 +280,11 @@ impl ProxyHttp for GridProxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        ctx.in_flight = None;
+        ctx.attempts.release();
         if ctx.route == Route::Charge {
             // Nothing reached the substation: safe to try the next one.
             e.set_retry(true);
-            self.grid.metrics.retry("connect");
+            self.table().metrics().retry("connect");
         }
         e
     }
@@ -321,19 +297,21 @@ impl ProxyHttp for GridProxy {
         ctx: &mut RequestCtx,
         client_reused: bool,
     ) -> Box<Error> {
-        ctx.in_flight = None;
+        ctx.attempts.release();
         let mut e = e.more_context(format!("upstream {peer}"));
         let replayable = ctx.route == Route::Charge && !session.as_ref().retry_buffer_truncated();
-        if std::mem::take(&mut ctx.refused) {
+        let metrics = self.table().metrics();
+        if *e.etype() == REFUSED {
+            // The next candidate is already reserved (`upstream_response_filter`).
             e.set_retry(replayable);
             if replayable {
-                self.grid.metrics.retry("refused");
+                metrics.retry("refused");
             }
         } else if replayable && client_reused {
             // A keep-alive connection the substation had closed: the request was not read.
             e.retry.decide_reuse(client_reused);
             if e.retry() {
-                self.grid.metrics.retry("stale_connection");
+                metrics.retry("stale_connection");
             }
         } else {
             e.set_retry(false);
@@ -350,12 +328,12 @@ impl ProxyHttp for GridProxy {
         error: &Error,
         _context: ProxyWarnLogContext,
     ) -> bool {
-        ctx.route == Route::Charge && matches!(error.etype(), ErrorType::HTTPStatus(503))
+        ctx.route == Route::Charge && is_capacity_refusal(error)
     }
 
     /// A grid with no room is not an error of the proxy's.
     fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, error: &Error) -> bool {
-        ctx.route == Route::Charge && matches!(error.etype(), ErrorType::HTTPStatus(503))
+        ctx.route == Route::Charge && is_capacity_refusal(error)
     }
 
     async fn fail_to_proxy(
@@ -365,7 +343,7 @@ impl ProxyHttp for GridProxy {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let (code, headers) = match e.etype() {
-            ErrorType::HTTPStatus(503) if ctx.route == Route::Charge => (
+            _ if is_capacity_refusal(e) => (
                 503,
                 vec![("retry-after", self.retry_after(ctx).to_string())],
             ),
@@ -374,8 +352,8 @@ impl ProxyHttp for GridProxy {
             _ if *e.esource() == ErrorSource::Upstream => (502, vec![]),
             _ => (500, vec![]),
         };
-        if code == 503 && ctx.route == Route::Charge {
-            self.grid.metrics.admission_refused("all_refused");
+        if is_capacity_refusal(e) {
+            self.table().metrics().admission_refused("all_refused");
         }
         // Pingora closes the client's connection after an error past peer selection: say so.
         session.set_keepalive(None);
@@ -408,12 +386,15 @@ impl ProxyHttp for GridProxy {
             .unwrap_or(0);
         // A substation removed from the config keeps no series (its requests in flight
         // when it left count under "none").
-        let substation = match (&ctx.target, status) {
+        let substation = match (ctx.attempts.target(), status) {
             (Some(state), 200..=299 | 400..=499) if !state.is_removed() => state.name.as_str(),
             _ => "none",
         };
-        self.grid
-            .metrics
-            .request(substation, status, ctx.route.label(), ctx.started.elapsed());
+        self.table().metrics().request(
+            substation,
+            status,
+            ctx.route.label(),
+            ctx.started.elapsed(),
+        );
     }
 }

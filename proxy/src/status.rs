@@ -1,7 +1,8 @@
 //! The `/status` document: what the proxy believes about each substation right now.
 //! The live status page and the demo's terminal table both render it.
 
-use crate::grid::{Grid, ReloadStatus};
+use crate::pool::Pool;
+use crate::reload::ReloadStatus;
 use serde::Serialize;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -19,12 +20,12 @@ pub struct SubstationStatus {
     pub name: String,
     pub address: String,
     pub weight: usize,
-    /// Passes its probes (Pingora's verdict).
+    /// Passes its probes (Pingora's verdict, after its thresholds).
     pub healthy: bool,
     pub draining: bool,
     /// Healthy, not draining and reported: may be chosen when it has room.
     pub eligible: bool,
-    /// Pingora's own verdict: enabled (not draining) and healthy.
+    /// Healthy and not draining: takes new sessions when it has a report and room.
     pub ready: bool,
     pub probes: u64,
     pub report: Option<ReportStatus>,
@@ -45,8 +46,8 @@ pub struct ReportStatus {
 }
 
 impl Status {
-    pub fn of(grid: &Grid) -> Status {
-        let snapshot = grid.snapshot();
+    pub fn of(pool: &Pool, reload: ReloadStatus) -> Status {
+        let snapshot = pool.table().snapshot();
         let substations = snapshot
             .substations
             .iter()
@@ -68,7 +69,7 @@ impl Status {
                     healthy,
                     draining: state.is_draining(),
                     eligible: healthy && !state.is_draining() && report.is_some(),
-                    ready: grid.is_ready(sub),
+                    ready: state.is_eligible(),
                     probes: state.probes(),
                     report,
                     in_flight_kw: state.in_flight_kw(),
@@ -80,9 +81,9 @@ impl Status {
         Status {
             algorithm: snapshot.config.selection.algorithm.as_str(),
             max_utilization: snapshot.config.selection.max_utilization,
-            ready: grid.unprobed().is_empty(),
+            ready: pool.unprobed().is_empty(),
             substations,
-            reload: grid.reload_status(),
+            reload,
         }
     }
 }

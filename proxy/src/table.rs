@@ -17,17 +17,64 @@
 //! [`Reservation`] is an RAII guard (as in tower's `pending_requests`): however the request
 //! ends, dropping it releases the power.
 //!
+//! Every report, whichever way it came, goes through one door: [`Table::ingest`] (in
+//! [`snapshot`]), which parses nothing itself, keeps the newer version and counts what it drops.
+//! Health (the probe's verdict, computed by Pingora's health registry and mirrored here on
+//! every flip) and drain (by config, by an operator, or by removal) are read from here and
+//! nowhere else: [`SubstationState::is_eligible`].
+//!
+//! Time is tokio's clock, so tests can pause and advance it.
+//!
 //! Hot-path state is atomics and an `ArcSwap`; nothing here takes a lock on the request path.
 
 use arc_swap::ArcSwapOption;
-use gridlb_protocol::{HeaderReport, LoadReport, ReportVersion};
+use gridlb_protocol::{HeaderReport, LoadReport, ReportError, ReportVersion};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::time::Instant;
+use tokio::time::Instant;
 
-/// In-flight power is kept in milliwatts-of-kW (1/1000 kW) so it fits an atomic integer.
-const MILLI: f64 = 1000.0;
+mod snapshot;
+
+pub use snapshot::{Change, Snapshot, Substation, Table};
+
+/// In-flight power is kept in whole watts so it fits an atomic integer.
+const W_PER_KW: f64 = 1000.0;
+
+/// The slack of the one "fits" rule ([`fits`]): an exact fit (500 of 500 kW) must not be
+/// refused for floating-point rounding.
+const TOLERANCE_KW: f64 = 1e-6;
+
+/// Whether `load_kw` plus `in_flight_w` (which includes the request being considered) stays
+/// within `max_utilization` of `capacity_kw`. The only capacity rule in the proxy: selection
+/// and reservation both ask it.
+fn fits(report: &Report, in_flight_w: u64, max_utilization: f64) -> bool {
+    report.load_kw + in_flight_w as f64 / W_PER_KW
+        <= report.capacity_kw * max_utilization + TOLERANCE_KW
+}
+
+/// Watts reserved for a request of `kw` (rounded up: the estimate never under-counts).
+fn watts(kw: f64) -> u64 {
+    (kw * W_PER_KW).ceil() as u64
+}
+
+/// Where a report came from: the `source` label of the report counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A `GET /load` probe's body.
+    Probe,
+    /// The `x-substation-load` header of an answer.
+    Header,
+}
+
+impl Source {
+    pub fn label(self) -> &'static str {
+        match self {
+            Source::Probe => "probe",
+            Source::Header => "header",
+        }
+    }
+}
 
 /// The report the table holds for one substation.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +98,17 @@ impl Report {
         }
     }
 
+    /// The report in an answer's `x-substation-load` header.
+    pub fn from_header_value(
+        value: &http::HeaderValue,
+        now: Instant,
+    ) -> Result<Report, ReportError> {
+        let text = value
+            .to_str()
+            .map_err(|_| ReportError::Malformed("header is not ASCII".into()))?;
+        Ok(Report::from_header(&HeaderReport::parse(text)?, now))
+    }
+
     pub fn from_header(r: &HeaderReport, now: Instant) -> Report {
         Report {
             version: r.version(),
@@ -71,6 +129,8 @@ pub enum Offer {
     Duplicate,
     /// Older than what the table holds: dropped.
     Stale,
+    /// Invalid (the reason is the `reason` label of the rejection counter): dropped.
+    Rejected(&'static str),
 }
 
 /// Everything the proxy tracks for one configured substation. Shared (`Arc`) between the
@@ -81,9 +141,9 @@ pub struct SubstationState {
     pub name: String,
     pub addr: SocketAddr,
     report: ArcSwapOption<Report>,
-    in_flight_milli_kw: AtomicU64,
-    /// Mirrors Pingora's health verdict (set by the probe on every flip); starts healthy as
-    /// Pingora's does. Selection still consults Pingora's own readiness.
+    in_flight_w: AtomicU64,
+    /// Pingora's health verdict, mirrored by the probe on every flip; starts healthy as
+    /// Pingora's does. The one place selection reads health from.
     healthy: AtomicBool,
     /// Draining because the config says `drain: true`.
     drain_config: AtomicBool,
@@ -103,7 +163,7 @@ impl SubstationState {
             name: name.to_string(),
             addr,
             report: ArcSwapOption::empty(),
-            in_flight_milli_kw: AtomicU64::new(0),
+            in_flight_w: AtomicU64::new(0),
             healthy: AtomicBool::new(true),
             drain_config: AtomicBool::new(false),
             drain_admin: AtomicBool::new(false),
@@ -113,7 +173,8 @@ impl SubstationState {
         })
     }
 
-    /// Offer a report; it replaces the held one only if its `(epoch, seq)` is greater.
+    /// Offer a report; it replaces the held one only if its `(epoch, seq)` is greater. Callers
+    /// go through [`Table::ingest`], which also counts what is dropped.
     pub fn offer(&self, report: Report) -> Offer {
         let version = report.version;
         let new = Arc::new(report);
@@ -133,7 +194,7 @@ impl SubstationState {
     }
 
     pub fn in_flight_kw(&self) -> f64 {
-        self.in_flight_milli_kw.load(Relaxed) as f64 / MILLI
+        self.in_flight_w.load(Relaxed) as f64 / W_PER_KW
     }
 
     /// Utilisation after adding `extra_kw`, or `None` without a report.
@@ -143,23 +204,33 @@ impl SubstationState {
         Some((report.load_kw + self.in_flight_kw() + extra_kw) / report.capacity_kw)
     }
 
-    /// Reserve `kw` if the substation has a report and stays within `max_utilization`.
-    pub fn try_reserve(self: &Arc<Self>, kw: f64, max_utilization: f64) -> Option<Reservation> {
-        let milli = (kw * MILLI).ceil() as u64;
+    /// Utilisation after adding `kw`, if the substation may be chosen (eligible, reported)
+    /// and the request [`fits`] within `max_utilization`; else `None`. What selection ranks by.
+    pub fn score(&self, kw: f64, max_utilization: f64) -> Option<f64> {
+        if !self.is_eligible() {
+            return None;
+        }
         let guard = self.report.load();
         let report = guard.as_ref()?;
-        let limit = report.capacity_kw * max_utilization - report.load_kw;
-        self.in_flight_milli_kw
+        let in_flight = self.in_flight_w.load(Relaxed) + watts(kw);
+        fits(report, in_flight, max_utilization)
+            .then(|| (report.load_kw + in_flight as f64 / W_PER_KW) / report.capacity_kw)
+    }
+
+    /// Reserve `kw` if the substation has a report and the request [`fits`] within
+    /// `max_utilization`, atomically: two requests cannot both take the last room.
+    pub fn try_reserve(self: &Arc<Self>, kw: f64, max_utilization: f64) -> Option<Reservation> {
+        let w = watts(kw);
+        let guard = self.report.load();
+        let report = guard.as_ref()?;
+        self.in_flight_w
             .fetch_update(Relaxed, Relaxed, |current| {
-                let after = (current + milli) as f64 / MILLI;
-                // A tiny tolerance so that an exact fit (e.g. 500 of 500 kW) is not refused
-                // for floating-point rounding.
-                (after <= limit + 1e-9).then_some(current + milli)
+                fits(report, current + w, max_utilization).then_some(current + w)
             })
             .ok()?;
         Some(Reservation {
             state: Arc::clone(self),
-            milli_kw: milli,
+            w,
         })
     }
 
@@ -168,12 +239,17 @@ impl SubstationState {
     pub fn reserve_nothing(self: &Arc<Self>) -> Reservation {
         Reservation {
             state: Arc::clone(self),
-            milli_kw: 0,
+            w: 0,
         }
     }
 
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Relaxed)
+    }
+
+    /// May take new sessions: healthy, and neither draining nor removed.
+    pub fn is_eligible(&self) -> bool {
+        self.is_healthy() && !self.is_draining()
     }
 
     pub fn set_healthy(&self, healthy: bool) {
@@ -220,7 +296,7 @@ impl SubstationState {
 #[derive(Debug)]
 pub struct Reservation {
     state: Arc<SubstationState>,
-    milli_kw: u64,
+    w: u64,
 }
 
 impl Reservation {
@@ -231,105 +307,9 @@ impl Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        self.state
-            .in_flight_milli_kw
-            .fetch_sub(self.milli_kw, Relaxed);
+        self.state.in_flight_w.fetch_sub(self.w, Relaxed);
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn state() -> Arc<SubstationState> {
-        SubstationState::new("s1", "127.0.0.1:1".parse().unwrap())
-    }
-
-    fn report(epoch: u64, seq: u64, load: f64) -> Report {
-        Report {
-            version: ReportVersion { epoch, seq },
-            load_kw: load,
-            capacity_kw: 100.0,
-            active_sessions: None,
-            received_at: Instant::now(),
-        }
-    }
-
-    #[test]
-    fn stale_report_does_not_replace_newer_one() {
-        let s = state();
-        assert_eq!(s.offer(report(1, 5, 50.0)), Offer::Accepted);
-        assert_eq!(s.offer(report(1, 4, 10.0)), Offer::Stale);
-        assert_eq!(s.offer(report(1, 5, 10.0)), Offer::Duplicate);
-        assert_eq!(s.report().unwrap().load_kw, 50.0);
-    }
-
-    #[test]
-    fn new_epoch_replaces_whatever_its_seq() {
-        let s = state();
-        s.offer(report(1, 900, 80.0));
-        assert_eq!(s.offer(report(2, 0, 0.0)), Offer::Accepted);
-        assert_eq!(s.report().unwrap().load_kw, 0.0);
-    }
-
-    #[test]
-    fn no_report_means_no_reservation() {
-        assert!(state().try_reserve(1.0, 1.0).is_none());
-        assert_eq!(state().utilization_with(1.0), None);
-    }
-
-    #[test]
-    fn reservations_never_exceed_the_limit_and_release_on_drop() {
-        let s = state();
-        s.offer(report(1, 1, 60.0));
-        let a = s.try_reserve(30.0, 1.0).expect("90 of 100 fits");
-        assert!(
-            s.try_reserve(11.0, 1.0).is_none(),
-            "101 of 100 must not fit"
-        );
-        let b = s.try_reserve(10.0, 1.0).expect("exactly 100 fits");
-        assert!((s.utilization_with(0.0).unwrap() - 1.0).abs() < 1e-9);
-        drop((a, b));
-        assert_eq!(s.in_flight_kw(), 0.0);
-        assert!(s.try_reserve(10.0, 0.69).is_none(), "70% is past a 69% cap");
-    }
-
-    #[test]
-    fn concurrent_reservations_cannot_share_the_last_room() {
-        let s = state();
-        s.offer(report(1, 1, 0.0));
-        let held: Vec<_> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..8)
-                .map(|_| {
-                    scope.spawn(|| {
-                        (0..50)
-                            .filter_map(|_| s.try_reserve(1.0, 1.0))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap())
-                .collect()
-        });
-        assert_eq!(held.len(), 100);
-    }
-
-    proptest! {
-        /// Whatever order reports arrive in, the table ends with the greatest version.
-        #[test]
-        fn order_of_arrival_never_matters(mut versions in proptest::collection::vec((0u64..4, 0u64..50), 1..40)) {
-            let s = state();
-            for &(e, q) in &versions {
-                s.offer(report(e, q, (e * 100 + q) as f64));
-            }
-            versions.sort();
-            let (e, q) = *versions.last().unwrap();
-            let held = s.report().unwrap();
-            prop_assert_eq!(held.version, ReportVersion { epoch: e, seq: q });
-            prop_assert_eq!(held.load_kw, (e * 100 + q) as f64);
-        }
-    }
-}
+mod tests;

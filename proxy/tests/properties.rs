@@ -1,5 +1,5 @@
 //! Properties of the load table and of selection, beyond the ones next to the code
-//! (`table.rs`: the final report is the newest whatever the order; `grid.rs`: never routes to
+//! (`table.rs`: the final report is the newest whatever the order; `admission/tests.rs`: never routes to
 //! a substation it would overload):
 //! - the view only ever moves forward, after every single report, and each report is
 //!   classified (accepted, duplicate, stale) by its version alone;
@@ -12,15 +12,16 @@
 //! And the fuzz corpus (fuzz/corpus/) replays through the parsers here, so the kept inputs
 //! are checked by every test run, not only by `scripts/fuzz`.
 
+use gridlb::admission::Admission;
 use gridlb::config::Config;
-use gridlb::grid::Grid;
 use gridlb::metrics::Metrics;
 use gridlb::selection::Rng;
+use gridlb::server::Parts;
 use gridlb::table::{Offer, Report, SubstationState};
 use gridlb_protocol::{ChargeRequest, HeaderReport, LoadReport, ReportVersion};
 use proptest::prelude::*;
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 fn state() -> Arc<SubstationState> {
     SubstationState::new("s1", "127.0.0.1:1".parse().expect("literal"))
@@ -160,7 +161,7 @@ fn grid(
     subs: &[Sub],
     algorithm: &str,
     max_utilization: f64,
-) -> (tokio::runtime::Runtime, Arc<Grid>) {
+) -> (tokio::runtime::Runtime, Arc<Admission>) {
     let lines: String = subs
         .iter()
         .enumerate()
@@ -177,13 +178,15 @@ fn grid(
     );
     let config = Config::parse(&yaml).expect("generated config is valid");
     let metrics = Arc::new(Metrics::new(&prometheus::Registry::new()).expect("fresh registry"));
-    let grid = Grid::new(config, None, metrics, Rng::seeded(7));
+    let grid = Parts::new(config, None, metrics, Rng::seeded(7))
+        .expect("literal addresses")
+        .admission;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(grid.update_membership());
-    for (s, live) in subs.iter().zip(&grid.snapshot().substations) {
+    rt.block_on(grid.pool().update_membership());
+    for (s, live) in subs.iter().zip(&grid.table().snapshot().substations) {
         live.state.set_healthy(s.1);
         if let Some((load_kw, capacity_kw)) = s.0 {
             live.state.offer(Report {
@@ -200,8 +203,9 @@ fn grid(
 
 /// Utilisation after `kw` of every substation that may take it (healthy, not draining,
 /// reported, with room), by name.
-fn with_room(grid: &Grid, kw: f64, max_utilization: f64) -> Vec<(String, f64)> {
-    grid.snapshot()
+fn with_room(grid: &Admission, kw: f64, max_utilization: f64) -> Vec<(String, f64)> {
+    grid.table()
+        .snapshot()
         .substations
         .iter()
         .filter(|s| s.state.is_healthy() && !s.state.is_draining())

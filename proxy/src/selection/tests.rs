@@ -2,7 +2,7 @@ use super::*;
 use crate::table::Report;
 use gridlb_protocol::ReportVersion;
 use pingora_load_balancing::Extensions;
-use std::time::Instant;
+use tokio::time::Instant;
 
 pub(crate) fn backend(name: &str, port: u16, load: Option<f64>, capacity: f64) -> Backend {
     let addr = format!("127.0.0.1:{port}");
@@ -24,11 +24,7 @@ pub(crate) fn backend(name: &str, port: u16, load: Option<f64>, capacity: f64) -
 
 fn selection(algorithm: Algorithm, backends: Vec<Backend>, seed: u64) -> Arc<GridSelection> {
     let config = SelectorConfig {
-        settings: Arc::new(ArcSwap::from_pointee(SelectionConfig {
-            algorithm,
-            max_utilization: 1.0,
-            default_request_kw: 11.0,
-        })),
+        settings: Settings::Fixed(algorithm, 1.0),
         rng: Arc::new(Rng::seeded(seed)),
     };
     Arc::new(GridSelection::build_with_config(

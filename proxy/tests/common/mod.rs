@@ -20,7 +20,9 @@ pub async fn substation(name: &str, capacity_kw: f64, time_scale: f64) -> substa
 }
 
 pub fn free_port() -> SocketAddr {
-    gridlb::demo::free_port().expect("a free loopback port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
 }
 
 pub fn client() -> Client {

@@ -1,4 +1,6 @@
-//! `gridlb demo`: the whole system in one process, with no set-up.
+//! `gridlb demo` (the `gridlb-demo` binary, which `gridlb demo` runs): the whole system in one
+//! process, with no set-up. A crate of its own so that the production proxy does not link the
+//! substation simulator.
 //!
 //! Three substations of different capacity (200, 500 and 1000 kW) run in-process on free
 //! loopback ports, the proxy in front of them, and a demand generator sends EV charging
@@ -7,14 +9,14 @@
 //! utilisation is redrawn twice a second (plain lines when stdout is not a terminal).
 //! Ctrl-C, or the end of `--duration`, stops everything and prints a summary.
 
-use crate::client::Client;
-use crate::config::Config;
-use crate::grid::Grid;
-use crate::metrics::Metrics;
-use crate::selection::Rng;
-use crate::server::{self, Options};
-use crate::status::{Status, SubstationStatus};
 use async_trait::async_trait;
+use clap::Parser;
+use gridlb::client::Client;
+use gridlb::config::Config;
+use gridlb::metrics::Metrics;
+use gridlb::selection::Rng;
+use gridlb::server::{self, Options, Parts};
+use gridlb::status::{Status, SubstationStatus};
 use gridlb_protocol::{CHARGER_MIX, ChargeRequest, SUBSTATION_HEADER};
 use pingora_core::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
 use std::collections::BTreeMap;
@@ -28,7 +30,10 @@ use std::time::{Duration, Instant};
 const TIME_SCALE: f64 = 600.0;
 const CAPACITIES: [(&str, f64); 3] = [("s1", 200.0), ("s2", 500.0), ("s3", 1000.0)];
 
-#[derive(clap::Args, Debug, Clone)]
+/// Run three in-process substations (200, 500 and 1000 kW), the proxy and generated EV
+/// demand, with a live table of each substation's utilisation. Ctrl-C stops it.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "gridlb demo", version, about, long_about)]
 pub struct DemoArgs {
     /// New charging sessions per second (Poisson arrivals); about 14/s fills the grid.
     #[arg(long, default_value_t = 10.0)]
@@ -54,7 +59,20 @@ struct Tally {
     by_substation: Mutex<BTreeMap<String, u64>>,
 }
 
-pub fn run(args: DemoArgs) -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    let args = DemoArgs::parse();
+    // The demo draws a table on the terminal: only warnings may interrupt it.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    match run(args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gridlb demo: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: DemoArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         args.rate.is_finite() && args.rate > 0.0,
         "--rate must be a positive number"
@@ -85,7 +103,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
     let config = Config::parse(&yaml).map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
     let metrics = Arc::new(Metrics::new(prometheus::default_registry())?);
-    let (server, grid) = server::build(
+    let (server, parts) = server::build(
         config,
         None,
         &Options {
@@ -93,7 +111,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             ..Options::default()
         },
         metrics,
-    );
+    )?;
 
     let tally = Arc::new(Tally::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -104,7 +122,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         Arc::clone(&stop),
     ));
     side.spawn(draw(
-        Arc::clone(&grid),
+        parts.clone(),
         Arc::clone(&tally),
         listen,
         admin,
@@ -121,7 +139,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     if std::io::stdout().is_terminal() {
         print!("\x1b[?25h");
     }
-    println!("\n{}", summary(&Status::of(&grid), &tally));
+    println!("\n{}", summary(&parts.status(), &tally));
     for s in substations {
         side.block_on(s.shutdown());
     }
@@ -130,7 +148,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
 }
 
 /// A loopback port that was free a moment ago.
-pub fn free_port() -> std::io::Result<SocketAddr> {
+fn free_port() -> std::io::Result<SocketAddr> {
     TcpListener::bind("127.0.0.1:0")?.local_addr()
 }
 
@@ -156,7 +174,7 @@ impl ShutdownSignalWatch for DemoSignal {
 }
 
 /// One random charging session.
-pub fn session(rng: &Rng, n: u64) -> ChargeRequest {
+fn session(rng: &Rng, n: u64) -> ChargeRequest {
     let mut pick = rng.unit();
     let mut power_kw = CHARGER_MIX[0].0;
     for (kw, share) in CHARGER_MIX {
@@ -219,7 +237,7 @@ async fn generate(proxy: SocketAddr, args: DemoArgs, tally: Arc<Tally>, stop: Ar
 }
 
 async fn draw(
-    grid: Arc<Grid>,
+    parts: Parts,
     tally: Arc<Tally>,
     listen: SocketAddr,
     admin: SocketAddr,
@@ -234,7 +252,7 @@ async fn draw(
     };
     loop {
         tokio::time::sleep(every).await;
-        let status = Status::of(&grid);
+        let status = parts.status();
         let mut out = String::new();
         if tty {
             out.push_str("\x1b[?25l\x1b[H\x1b[2J");

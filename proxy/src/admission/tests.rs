@@ -1,8 +1,11 @@
 use super::*;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::server::Parts;
 use crate::table::Report;
 use gridlb_protocol::ReportVersion;
 use proptest::prelude::*;
-use std::time::Instant;
+use tokio::time::Instant;
 
 /// One substation of a generated grid: its report (load, capacity), health and drain.
 #[derive(Debug, Clone)]
@@ -32,7 +35,7 @@ fn grid(
     subs: &[Sub],
     algorithm: &str,
     max_utilization: f64,
-) -> (tokio::runtime::Runtime, Arc<Grid>) {
+) -> (tokio::runtime::Runtime, Arc<Admission>) {
     let lines: String = subs
         .iter()
         .enumerate()
@@ -49,13 +52,15 @@ fn grid(
     );
     let config = Config::parse(&yaml).expect("generated config is valid");
     let metrics = Arc::new(Metrics::new(&prometheus::Registry::new()).expect("fresh registry"));
-    let grid = Grid::new(config, None, metrics, crate::selection::Rng::seeded(9));
+    let parts = Parts::new(config, None, metrics, crate::selection::Rng::seeded(9))
+        .expect("literal addresses");
+    let grid = parts.admission;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(grid.update_membership());
-    for (s, live) in subs.iter().zip(&grid.snapshot().substations) {
+    rt.block_on(grid.pool().update_membership());
+    for (s, live) in subs.iter().zip(&grid.table().snapshot().substations) {
         live.state.set_healthy(s.healthy);
         if let Some((load_kw, capacity_kw)) = s.report {
             live.state.offer(Report {
@@ -86,7 +91,7 @@ proptest! {
         let (_rt, grid) = grid(&subs, algorithm, max_utilization);
         let mut held = Vec::new();
         for kw in requests {
-            let snapshot = grid.snapshot();
+            let snapshot = grid.table().snapshot();
             let room = snapshot.substations.iter().any(|s| {
                 s.state.is_healthy() && !s.state.is_draining()
                     && s.state.utilization_with(kw).is_some_and(|u| u <= max_utilization + 1e-9)

@@ -1,14 +1,13 @@
-//! Admission: what happens to a request before anything is sent upstream.
+//! The HTTP side of a request before anything is sent upstream.
 //!
 //! The limits (requests in progress, header size, the client's time to send its body), the
-//! body (read whole, at most 16 KiB, kept by Pingora for retries), the requested power, and
-//! the choice of the first substation, with its power reserved. When nothing has room the
-//! proxy answers `503` itself. Also the routing of `DELETE /charge/{id}` and the JSON answers
-//! the proxy writes on its own.
+//! body (read whole, at most 16 KiB, kept by Pingora for retries), the requested power and the
+//! Idempotency-Key; then `crate::admission` chooses the first substation and reserves its
+//! power. When nothing has room the proxy answers `503` itself. Also the routing of
+//! `DELETE /charge/{id}` and the JSON answers the proxy writes on its own.
 
 use super::{GridProxy, RequestCtx, Route};
 use crate::affinity::valid_key;
-use crate::table::Reservation;
 use bytes::{Bytes, BytesMut};
 use gridlb_protocol::{
     CHARGE_KW_HEADER, ChargeRequest, ErrorBody, IDEMPOTENCY_HEADER, MAX_CHARGE_BODY,
@@ -17,7 +16,6 @@ use gridlb_protocol::{
 use pingora_error::{ErrorType, Result};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
-use std::sync::Arc;
 
 /// How long a kept-alive client connection may sit idle between two requests.
 const KEEPALIVE_IDLE_SECS: u64 = 60;
@@ -27,7 +25,7 @@ impl GridProxy {
     /// soonest the proxy can learn that power was freed), at least one second.
     pub(super) fn retry_after(&self, ctx: &RequestCtx) -> u64 {
         ctx.retry_after
-            .unwrap_or_else(|| self.grid.config().probe.interval.as_secs_f64().ceil() as u64)
+            .unwrap_or_else(|| self.table().config().probe.interval.as_secs_f64().ceil() as u64)
             .max(1)
     }
 
@@ -45,7 +43,8 @@ impl GridProxy {
         let mut body = BytesMut::new();
         // The whole body within the limit, not each read: a client that trickles a byte at a
         // time must not hold the request for ever.
-        let deadline = tokio::time::Instant::now() + self.grid.config().limits.client_read_timeout;
+        let deadline =
+            tokio::time::Instant::now() + self.table().config().limits.client_read_timeout;
         loop {
             let read = tokio::time::timeout_at(deadline, session.read_request_body()).await;
             let chunk = match read {
@@ -92,7 +91,7 @@ impl GridProxy {
                 }
             },
             None => ChargeRequest::peek_power(&body)
-                .unwrap_or(self.grid.config().selection.default_request_kw),
+                .unwrap_or(self.table().config().selection.default_request_kw),
         };
         if let Some(key) = session.req_header().headers.get(IDEMPOTENCY_HEADER) {
             match key.to_str().ok().filter(|k| valid_key(k)) {
@@ -107,30 +106,17 @@ impl GridProxy {
                 }
             }
         }
-        let mut chosen = self
-            .affine(ctx)
-            .or_else(|| self.grid.select(ctx.kw, &ctx.tried));
-        if chosen.is_none() && !self.grid.has_probed() {
-            // Just started (or just took over in an upgrade): the first reports are moments
-            // away; refusing now would turn a restart into failed requests.
-            let limit = self.grid.config().probe.timeout * 2;
-            if self.grid.wait_first_round(limit).await {
-                chosen = self.grid.select(ctx.kw, &ctx.tried);
-            }
-        }
-        if chosen.is_none() {
-            // The grid looked full, perhaps on old reports: freshen them (or wait for the
-            // round another request started) and choose again.
-            self.grid.refresh_for(ctx.kw).await;
-            chosen = self.grid.select(ctx.kw, &ctx.tried);
-        }
+        let chosen = self
+            .admission
+            .admit(ctx.kw, ctx.idempotency_key.as_deref())
+            .await;
         match chosen {
             Some(reservation) => {
-                ctx.pending = Some(reservation);
+                ctx.attempts.reserve(reservation);
                 Ok(false)
             }
             None => {
-                self.grid.metrics.admission_refused("grid_full");
+                self.table().metrics().admission_refused("grid_full");
                 let err = ErrorBody::new(
                     format!("no healthy substation has room for {} kW", ctx.kw),
                     None,
@@ -142,24 +128,6 @@ impl GridProxy {
         }
     }
 
-    /// Where this request's Idempotency-Key went before, if it did: there first, with the
-    /// power reserved if it fits, else without (a replay books nothing; a new booking is
-    /// refused by the substation if it does not fit, and the usual candidates follow).
-    fn affine(&self, ctx: &RequestCtx) -> Option<Reservation> {
-        let name = self.grid.affinity.get(ctx.idempotency_key.as_deref()?)?;
-        let snapshot = self.grid.snapshot();
-        let state = &snapshot.find(&name)?.state;
-        if state.is_removed() {
-            return None;
-        }
-        let max_utilization = snapshot.config.selection.max_utilization;
-        Some(
-            state
-                .try_reserve(ctx.kw, max_utilization)
-                .unwrap_or_else(|| state.reserve_nothing()),
-        )
-    }
-
     /// The limits: requests in progress, header size, and the client's time to send its body.
     /// True when the request was answered here.
     pub(super) async fn limited(
@@ -167,11 +135,11 @@ impl GridProxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<bool> {
-        let limits = self.grid.config().limits.clone();
-        match self.grid.gate.enter(limits.max_concurrent_requests) {
+        let limits = self.table().config().limits.clone();
+        match self.gate.enter(limits.max_concurrent_requests) {
             Some(pass) => ctx._pass = Some(pass),
             None => {
-                self.grid.metrics.admission_refused("busy");
+                self.table().metrics().admission_refused("busy");
                 let err = ErrorBody::new("too many requests in progress; try again shortly", None);
                 respond_json(
                     session,
@@ -222,10 +190,11 @@ impl GridProxy {
             .rsplitn(3, '-')
             .nth(2)
             .filter(|_| id.split('-').count() >= 3);
-        let snapshot = self.grid.snapshot();
+        let snapshot = self.table().snapshot();
         match owner.and_then(|name| snapshot.find(name)) {
             Some(sub) => {
-                ctx.target = Some(Arc::clone(&sub.state));
+                // No power to reserve: the attempt only names where it goes.
+                ctx.attempts.reserve(sub.state.reserve_nothing());
                 Ok(false)
             }
             None => {

@@ -1,0 +1,150 @@
+//! One request's upstream attempts, as a typed state: power reserved at a substation
+//! (`Pending`), then sent (`InFlight`), then released when the answer or an error arrives.
+//!
+//! ```text
+//!   Idle --reserve--> Pending --send--> InFlight --release--> Idle
+//!                        ^                                      |
+//!                        +------------- reserve (a retry) ------+
+//! ```
+//!
+//! [`Attempts::release`] is the one place a reservation is given back early (dropping the
+//! state releases it too, however the request ends). A request stops counting as in flight
+//! when its answer arrives because that answer carries a report that already includes it
+//! (see `table.rs`). Every substation sent to is remembered, so a retry never goes to the same
+//! one twice.
+//!
+//! A substation's capacity refusal surfaces as the typed error [`REFUSED`], which the retry
+//! decision matches on; [`EXHAUSTED`] says every candidate with room was tried.
+
+use crate::table::{Reservation, SubstationState};
+use pingora_error::{Error, ErrorType};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// A substation answered `503`: no room for this session (its own view is the authority).
+/// Retried on the next candidate when one has room.
+pub const REFUSED: ErrorType = ErrorType::CustomCode("substation refused the session", 503);
+
+/// No candidate with room was left to try.
+pub const EXHAUSTED: ErrorType = ErrorType::CustomCode("every substation with room was tried", 503);
+
+/// Whether an error is a refusal for lack of capacity (by a substation or for want of one).
+pub fn is_capacity_refusal(e: &Error) -> bool {
+    matches!(e.etype(), t if *t == REFUSED || *t == EXHAUSTED)
+}
+
+#[derive(Debug, Default)]
+enum State {
+    #[default]
+    Idle,
+    Pending(Reservation),
+    /// Held (never read) until released: its drop gives the power back.
+    InFlight {
+        _held: Reservation,
+    },
+}
+
+/// The attempts of one request.
+#[derive(Debug, Default)]
+pub struct Attempts {
+    state: State,
+    /// The substation of the current (or last) attempt.
+    target: Option<Arc<SubstationState>>,
+    tried: Vec<SocketAddr>,
+}
+
+impl Attempts {
+    /// Reserve the next attempt (replacing one reserved and not sent).
+    pub fn reserve(&mut self, reservation: Reservation) {
+        debug_assert!(
+            !matches!(self.state, State::InFlight { .. }),
+            "release first"
+        );
+        self.state = State::Pending(reservation);
+    }
+
+    /// Whether an attempt is reserved and not yet sent.
+    pub fn is_pending(&self) -> bool {
+        matches!(self.state, State::Pending(_))
+    }
+
+    /// Send the reserved attempt: its substation, now the target; `None` when nothing was
+    /// reserved.
+    pub fn send(&mut self) -> Option<Arc<SubstationState>> {
+        let State::Pending(reservation) = std::mem::take(&mut self.state) else {
+            return None;
+        };
+        let state = Arc::clone(reservation.state());
+        self.tried.push(state.addr);
+        self.target = Some(Arc::clone(&state));
+        self.state = State::InFlight { _held: reservation };
+        Some(state)
+    }
+
+    /// The attempt in flight has its answer (or failed): give its power back.
+    pub fn release(&mut self) {
+        if let State::InFlight { .. } = self.state {
+            self.state = State::Idle;
+        }
+    }
+
+    /// The substation of the current (or last) attempt.
+    pub fn target(&self) -> Option<&Arc<SubstationState>> {
+        self.target.as_ref()
+    }
+
+    /// The addresses this request was sent to.
+    pub fn tried(&self) -> &[SocketAddr] {
+        &self.tried
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::Report;
+    use gridlb_protocol::ReportVersion;
+    use tokio::time::Instant;
+
+    fn reported(name: &str, port: u16) -> Arc<SubstationState> {
+        let s = SubstationState::new(name, SocketAddr::from(([127, 0, 0, 1], port)));
+        s.offer(Report {
+            version: ReportVersion { epoch: 1, seq: 1 },
+            load_kw: 0.0,
+            capacity_kw: 100.0,
+            active_sessions: None,
+            received_at: Instant::now(),
+        });
+        s
+    }
+
+    #[test]
+    fn power_is_held_from_reserve_until_release_and_each_substation_is_tried_once() {
+        let (a, b) = (reported("a", 1), reported("b", 2));
+        let mut attempts = Attempts::default();
+        assert!(attempts.send().is_none(), "nothing reserved, nothing sent");
+        attempts.reserve(a.try_reserve(30.0, 1.0).expect("fits"));
+        assert!(attempts.is_pending());
+        assert_eq!(a.in_flight_kw(), 30.0);
+        assert_eq!(attempts.send().expect("reserved").name, "a");
+        assert_eq!(a.in_flight_kw(), 30.0, "held while in flight");
+        attempts.release();
+        assert_eq!(a.in_flight_kw(), 0.0, "released once answered");
+        attempts.reserve(b.try_reserve(10.0, 1.0).expect("fits"));
+        attempts.send();
+        assert_eq!(attempts.tried().len(), 2);
+        assert_eq!(attempts.target().expect("sent").name, "b");
+        drop(attempts);
+        assert_eq!(b.in_flight_kw(), 0.0, "dropping the attempts releases too");
+    }
+
+    #[test]
+    fn refusals_are_told_apart_from_other_errors() {
+        assert!(is_capacity_refusal(&Error::new(REFUSED)));
+        assert!(is_capacity_refusal(&Error::new(EXHAUSTED)));
+        assert!(!is_capacity_refusal(&Error::new(ErrorType::HTTPStatus(
+            503
+        ))));
+        assert!(!is_capacity_refusal(&Error::new(ErrorType::ConnectRefused)));
+    }
+}

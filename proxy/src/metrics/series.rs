@@ -1,0 +1,64 @@
+//! The per-substation series that are not recomputed at every scrape: created with the value
+//! 0 for every configured substation, and removed when it leaves the config.
+
+use super::{Metrics, PROBE_FAILURE_REASONS, REPORT_REJECT_REASONS, REPORT_SOURCES};
+use prometheus::core::Collector;
+use std::collections::HashMap;
+
+impl Metrics {
+    /// Create the zero-valued counters of a configured substation.
+    pub(super) fn touch(&self, substation: &str) {
+        for reason in PROBE_FAILURE_REASONS {
+            self.probe_failures.with_label_values(&[substation, reason]);
+        }
+        for source in REPORT_SOURCES {
+            self.reports_stale.with_label_values(&[substation, source]);
+            for reason in REPORT_REJECT_REASONS {
+                self.reports_rejected
+                    .with_label_values(&[substation, source, reason]);
+            }
+        }
+        self.substation_refusals.with_label_values(&[substation]);
+    }
+
+    /// The families with a `substation` label that are not recomputed at every scrape.
+    pub(super) fn per_substation(&self) -> [&dyn Retain; 6] {
+        [
+            &self.requests,
+            &self.probe_failures,
+            &self.reports_stale,
+            &self.reports_rejected,
+            &self.substation_refusals,
+            &self.probe_duration,
+        ]
+    }
+
+    /// Remove every series of a substation that left the config.
+    pub fn forget(&self, substation: &str) {
+        for family in self.per_substation() {
+            family.retain(&|s| s != substation);
+        }
+    }
+}
+
+/// Removal of the series whose `substation` label fails a test, in a family of any labels.
+pub(super) trait Retain {
+    fn retain(&self, keep: &dyn Fn(&str) -> bool);
+}
+
+impl<T: prometheus::core::MetricVecBuilder> Retain for prometheus::core::MetricVec<T> {
+    fn retain(&self, keep: &dyn Fn(&str) -> bool) {
+        for family in self.collect() {
+            for metric in family.get_metric() {
+                let labels: HashMap<&str, &str> = metric
+                    .get_label()
+                    .iter()
+                    .map(|l| (l.name(), l.value()))
+                    .collect();
+                if labels.get("substation").is_some_and(|s| !keep(s)) {
+                    let _ = self.remove(&labels);
+                }
+            }
+        }
+    }
+}
