@@ -238,6 +238,26 @@ async fn an_idempotent_replay_returns_the_first_answer_and_books_once() {
 }
 
 #[tokio::test]
+async fn a_key_with_a_space_is_refused_as_the_proxy_would() {
+    let s = Substation::new("s1", 100.0, 1.0);
+    let spaced = send_with(
+        &s,
+        "POST",
+        "/charge",
+        EV,
+        &[(IDEMPOTENCY_HEADER, "order 77")],
+    )
+    .await;
+    assert_eq!(spaced.status, StatusCode::BAD_REQUEST);
+    assert!(
+        spaced.error().error.contains("no space"),
+        "{}",
+        spaced.error().error
+    );
+    assert_eq!(s.report().active_sessions, 0);
+}
+
+#[tokio::test]
 async fn unknown_paths_are_404_and_wrong_methods_405_with_allow() {
     let s = Substation::new("s1", 100.0, 1.0);
     for path in ["/", "/charges", "/charge/", "/charge/a/b", "/load/x"] {
