@@ -257,6 +257,29 @@ mod tests {
         assert_ne!(d.plan(), other, "another seed should give other demand");
     }
 
+    /// Pinned from the generator as it was when written: a change to the random stream or
+    /// to the model would change the demand a published seed gives.
+    #[test]
+    fn seed_seven_gives_the_demand_it_always_gave() {
+        let plan = demand(50.0, Profile::RushHour, Some(1000), None, 7).plan();
+        let pins: [(usize, u128, f64, f64); 5] = [
+            (0, 18_840_904, 50.0, 1800.0),
+            (1, 34_702_822, 11.0, 3600.0),
+            (2, 144_877_160, 7.4, 3600.0),
+            (499, 19_810_322_301, 50.0, 1800.0),
+            (999, 42_211_517_277, 11.0, 7200.0),
+        ];
+        for (i, at_ns, power_kw, duration_s) in pins {
+            let a = &plan[i];
+            assert_eq!(a.at.as_nanos(), at_ns, "arrival {i}");
+            assert_eq!(a.request.vehicle_id, format!("ev-{}", i + 1));
+            assert_eq!(
+                (a.request.power_kw, a.request.duration_s),
+                (power_kw, duration_s)
+            );
+        }
+    }
+
     #[test]
     fn a_plan_respects_its_count_and_its_duration() {
         assert_eq!(
