@@ -69,7 +69,7 @@ pub struct Options {
 
 /// Send the whole plan; returns when it started (Unix seconds) and how long it took.
 pub async fn run(options: &Options, tally: Arc<Tally>) -> (f64, Duration) {
-    let started_unix = crate::sampler::unix_now();
+    let started_unix = gridlb_protocol::unix_now();
     let start = Instant::now();
     let progress = options
         .progress
