@@ -7,7 +7,7 @@
 //! `ev-demand`'s records. A failed fetch writes nothing for that
 //! substation and is counted.
 
-use gridlb::client::Client;
+use crate::client::Client;
 use gridlb_protocol::{LoadReport, unix_now};
 use std::io::Write;
 use std::net::SocketAddr;

@@ -11,7 +11,7 @@
 
 use anyhow::Context;
 use clap::Parser;
-use gridlb::client::Client;
+use gridlb_bench::client::Client;
 use gridlb_protocol::LoadReport;
 use std::net::SocketAddr;
 use std::sync::Arc;
