@@ -104,7 +104,7 @@ fn seq_rises_by_exactly_one_per_change_of_load() {
     let seq0 = s.report().seq;
     let (a, report) = accepted(s.book(&request(10.0, 5.0), None, t0));
     assert_eq!(report.seq, seq0 + 1);
-    let (_, report) = accepted(s.book(&request(10.0, 50.0), None, t0));
+    let (b, report) = accepted(s.book(&request(10.0, 50.0), None, t0));
     assert_eq!(report.seq, seq0 + 2);
     // A refusal and a report change nothing.
     assert!(matches!(
@@ -114,7 +114,7 @@ fn seq_rises_by_exactly_one_per_change_of_load() {
     assert_eq!(s.report().seq, seq0 + 2);
     // An expiry is one change, a delete another.
     assert_eq!(s.expire_due(t0 + secs(6)), 1);
-    let ended = s.end(&format!("{}-{}-2", s.id(), s.epoch()), t0 + secs(7));
+    let ended = s.end(&b.session_id, t0 + secs(7));
     assert_eq!(ended.unwrap().report.seq, seq0 + 4);
     assert!(s.end(&a.session_id, t0 + secs(7)).is_none());
     assert_eq!(s.report().seq, seq0 + 4);
@@ -136,14 +136,15 @@ fn delete_frees_the_power_and_an_unknown_id_is_none() {
 }
 
 #[test]
-fn session_ids_split_from_the_right_into_id_epoch_and_n() {
+fn session_ids_are_distinct_and_name_their_substation() {
     let s = Substation::new("north-east-1", 50.0, 1.0);
     let (a, _) = accepted(s.book(&request(1.0, 1.0), None, Instant::now()));
     let (b, _) = accepted(s.book(&request(1.0, 1.0), None, Instant::now()));
-    let parts: Vec<&str> = a.session_id.rsplitn(3, '-').collect();
-    assert_eq!(parts, ["1", &s.epoch().to_string(), "north-east-1"]);
-    assert!(b.session_id.ends_with("-2"));
-    assert_eq!(SessionId::owner(&a.session_id), Some("north-east-1"));
+    assert_ne!(a.session_id, b.session_id);
+    for id in [&a.session_id, &b.session_id] {
+        assert_eq!(SessionId::owner(id), Some("north-east-1"));
+        assert_eq!(SessionId::parse(id).unwrap().substation(), "north-east-1");
+    }
 }
 
 #[test]
