@@ -3,6 +3,7 @@
 //!
 //! - [`demand`]: the demand model (Poisson arrivals shaped by a profile, a mix of charger
 //!   powers and session durations), reproducible from a seed;
+//! - [`client`]: a small HTTP/1.1 client with a keep-alive pool, on tokio alone;
 //! - [`run`]: sending a plan to a URL with bounded concurrency;
 //! - [`stats`]: counters, per-request records and the end-of-run summary;
 //! - [`progress`]: the live progress line;
@@ -10,6 +11,7 @@
 //! - binaries: `ev-demand`, `load-sampler`, and `grid-agent` (feeds HAProxy's `agent-check`
 //!   with each substation's headroom, so HAProxy is compared at its best).
 
+pub mod client;
 pub mod demand;
 pub mod progress;
 pub mod run;

@@ -2,14 +2,14 @@
 //! `concurrency` requests in flight; when every slot is busy the next arrival waits and is
 //! counted late. The power goes both as `x-charge-kw` and in the JSON body.
 //!
-//! HTTP is gridlb's own small client (Pingora's connector, keep-alive pooled). The run ends
+//! HTTP is this crate's small client ([`crate::client`], keep-alive pooled). The run ends
 //! when the plan is exhausted or on Ctrl-C, and then waits for the requests in flight (each
 //! bounded by the timeout).
 
+use crate::client::{Answer, Client};
 use crate::demand::Demand;
 use crate::progress::Progress;
 use crate::stats::{Record, Tally};
-use gridlb::client::{Answer, Client};
 use gridlb_protocol::{CHARGE_KW_HEADER, SUBSTATION_HEADER};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -69,7 +69,7 @@ pub struct Options {
 
 /// Send the whole plan; returns when it started (Unix seconds) and how long it took.
 pub async fn run(options: &Options, tally: Arc<Tally>) -> (f64, Duration) {
-    let started_unix = crate::sampler::unix_now();
+    let started_unix = gridlb_protocol::unix_now();
     let start = Instant::now();
     let progress = options
         .progress

@@ -7,12 +7,12 @@
 //! `ev-demand`'s records. A failed fetch writes nothing for that
 //! substation and is counted.
 
-use gridlb::client::Client;
-use gridlb_protocol::LoadReport;
+use crate::client::Client;
+use gridlb_protocol::{LoadReport, unix_now};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::time::MissedTickBehavior;
 
 /// One substation to sample.
@@ -93,14 +93,6 @@ pub async fn sample(
     }
     out.flush()?;
     Ok(done)
-}
-
-/// Now, in Unix seconds.
-pub fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 async fn fetch(client: &Client, w: &Watched) -> Option<LoadReport> {

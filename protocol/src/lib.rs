@@ -7,6 +7,14 @@
 //! and no async runtime so that the proxy, the substation and the load generators share one
 //! definition, one parser and one set of validation rules.
 //!
+//! It also owns the vocabulary around them, each rule written once:
+//! - [`Power`]: power in memory, whole watts (the wire carries f64 kW);
+//! - [`SubstationName`]: 1 to 64 of `A-Z a-z 0-9 _ . -`;
+//! - [`SessionId`]: the session-id format and its owner prefix;
+//! - [`IdempotencyKey`]: 1 to 255 visible ASCII characters;
+//! - [`rng`]: SplitMix64, plain ([`SplitMix64`]) and lock-free ([`SharedRng`]);
+//! - [`unix_now`]: wall-clock seconds.
+//!
 //! Invariants the parsers enforce (a report or request that breaks one is rejected with an
 //! error that names the field):
 //! - a report's load is finite and not negative, its capacity finite and positive;
@@ -16,12 +24,24 @@
 //! greatest `(epoch, seq)` ([`ReportVersion`]); a new epoch wins whatever its seq.
 
 mod charge;
+mod clock;
+mod key;
+mod name;
+mod power;
 mod report;
+pub mod rng;
+mod session;
 
 pub use charge::{
     CHARGER_MIX, ChargeAccepted, ChargeError, ChargeRequest, ErrorBody, parse_charge_kw,
 };
+pub use clock::unix_now;
+pub use key::{IdempotencyKey, KeyError, MAX_KEY_LEN};
+pub use name::{MAX_NAME_LEN, NameError, SubstationName, is_valid_substation_name};
+pub use power::{Power, PowerError};
 pub use report::{HeaderReport, LoadReport, ReportError, ReportVersion};
+pub use rng::{SharedRng, SplitMix64, mix};
+pub use session::SessionId;
 
 /// Header carrying a substation's load report on every `/charge` answer.
 pub const LOAD_HEADER: &str = "x-substation-load";

@@ -68,6 +68,19 @@ impl LoadReport {
     /// Parse and validate a JSON report. `expected` is the substation the receiver asked;
     /// a report that names another one is rejected.
     pub fn from_json(body: &[u8], expected: &str) -> Result<Self, ReportError> {
+        let report = LoadReport::parse(body)?;
+        if report.substation != expected {
+            return Err(ReportError::WrongSubstation {
+                expected: expected.to_string(),
+                got: report.substation,
+            });
+        }
+        Ok(report)
+    }
+
+    /// Parse and validate a JSON report from whichever substation sent it, for a receiver
+    /// that knows only the address it asked (a load sampler, an agent check).
+    pub fn parse(body: &[u8]) -> Result<Self, ReportError> {
         if body.len() > crate::MAX_REPORT_BODY {
             return Err(ReportError::TooLarge {
                 limit: crate::MAX_REPORT_BODY,
@@ -75,14 +88,13 @@ impl LoadReport {
         }
         let report: LoadReport =
             serde_json::from_slice(body).map_err(|e| ReportError::Malformed(e.to_string()))?;
-        if report.substation != expected {
-            return Err(ReportError::WrongSubstation {
-                expected: expected.to_string(),
-                got: report.substation,
-            });
-        }
         validate_numbers(report.load_kw, report.capacity_kw)?;
         Ok(report)
+    }
+
+    /// The share of the capacity that is free, in `[0, 1]` (0 when overloaded).
+    pub fn headroom(&self) -> f64 {
+        ((self.capacity_kw - self.load_kw) / self.capacity_kw).clamp(0.0, 1.0)
     }
 
     pub fn version(&self) -> ReportVersion {
@@ -227,6 +239,20 @@ mod tests {
             let err = LoadReport::from_json(body.as_bytes(), "s1").unwrap_err();
             assert_eq!(err.reason(), reason, "{body}: {err}");
         }
+    }
+
+    #[test]
+    fn a_report_from_any_substation_parses_and_states_its_headroom() {
+        let report = LoadReport::parse(json("125", "500").as_bytes()).unwrap();
+        assert_eq!(report.headroom(), 0.75);
+        assert_eq!(
+            LoadReport::parse(json("-1", "500").as_bytes())
+                .unwrap_err()
+                .reason(),
+            "bad_load"
+        );
+        let over = LoadReport::parse(json("600", "500").as_bytes()).unwrap();
+        assert_eq!(over.headroom(), 0.0);
     }
 
     #[test]

@@ -22,8 +22,8 @@ pub const MAX_CAPACITY_KW: f64 = 1e9;
 /// The validated configuration of one substation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    /// The substation's name; it starts every session id (`{id}-{epoch}-{n}`). 1 to 64
-    /// characters out of `A-Z a-z 0-9 _ . -`.
+    /// The substation's name; it starts every session id ([`gridlb_protocol::SessionId`]).
+    /// 1 to 64 characters out of `A-Z a-z 0-9 _ . -` ([`gridlb_protocol::SubstationName`]).
     pub id: String,
     /// Address to listen on; port 0 picks a free port.
     pub listen: SocketAddr,
@@ -126,12 +126,7 @@ impl Cli {
 impl Config {
     /// Check the invariants documented on each field.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let id_ok = (1..=64).contains(&self.id.len())
-            && self
-                .id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
-        if !id_ok {
+        if !gridlb_protocol::is_valid_substation_name(&self.id) {
             return Err(invalid(
                 "id",
                 format!("{:?}", self.id),

@@ -1,9 +1,10 @@
 //! The substation's ledger: active sessions, booking, expiry, idempotency and the load report.
 //!
 //! Algorithm. One mutex guards the ledger; a booking checks `load + power <= capacity` and
-//! books under that same lock, so concurrent requests can never overbook. Powers are kept in
-//! whole µkW (`u64`), so sums are exact: a load that rose by 7.4 kW and fell by 7.4 kW is
-//! 0 again, and the capacity edge is decided without rounding noise.
+//! books under that same lock, so concurrent requests can never overbook. Powers are kept as
+//! [`Power`] (whole watts, rounded up from the request's kW), so sums are exact: a load that
+//! rose by 7.4 kW and fell by 7.4 kW is 0 again, and the capacity edge is decided without
+//! rounding noise. Session ids come from [`SessionId::new`], the one place their format lives.
 //!
 //! Sessions are also indexed by end time (a `BTreeMap` keyed by `(end, n)`), which gives both
 //! expiry (pop the front while it is due) and `Retry-After` (walk end times in order until
@@ -13,14 +14,16 @@
 //! tests exact, and the ledger methods take `now` explicitly.
 //!
 //! Invariants:
-//! - `load_ukw` is the sum of the active sessions' powers and never exceeds `capacity_ukw`;
+//! - `load` is the sum of the active sessions' powers and never exceeds `capacity`;
 //! - `seq` rises by exactly one for every booking and every ended session;
 //! - an idempotency key is remembered exactly as long as the session it booked is active;
 //! - `epoch` is distinct for every `Substation` made in this process and rises from one
 //!   process start to the next (it is derived from the wall clock in ms, times 1000).
 
 use crate::metrics::Metrics;
-use gridlb_protocol::{ChargeAccepted, ChargeRequest, LoadReport};
+use gridlb_protocol::{
+    ChargeAccepted, ChargeRequest, IdempotencyKey, LoadReport, Power, SessionId, SubstationName,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -33,9 +36,9 @@ pub const MAX_HOLD: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// The simulated substation: its ledger of sessions, its report version and its metrics.
 pub struct Substation {
-    id: String,
+    name: SubstationName,
     capacity_kw: f64,
-    capacity_ukw: u64,
+    capacity: Power,
     time_scale: f64,
     epoch: u64,
     ledger: Mutex<Ledger>,
@@ -50,21 +53,20 @@ struct Ledger {
     /// `(end, n)` → session id, in order of end time.
     ends: BTreeMap<(Instant, u64), String>,
     /// Idempotency key → the `201` answer that booked the session.
-    keys: HashMap<String, ChargeAccepted>,
-    load_ukw: u64,
+    keys: HashMap<IdempotencyKey, ChargeAccepted>,
+    load: Power,
     seq: u64,
     last_n: u64,
 }
 
 struct Session {
     n: u64,
-    power_kw: f64,
-    power_ukw: u64,
+    power: Power,
     started: Instant,
     ends: Instant,
     /// Simulated seconds the session holds its power when it runs to its end.
     planned_s: f64,
-    key: Option<String>,
+    key: Option<IdempotencyKey>,
 }
 
 /// The outcome of a booking.
@@ -83,7 +85,7 @@ pub enum Booking {
     /// Does not fit now; enough power is free in `retry_after_s` whole seconds (at least 1).
     Refused {
         retry_after_s: u64,
-        free_kw: f64,
+        free: Power,
         report: LoadReport,
     },
 }
@@ -91,7 +93,7 @@ pub enum Booking {
 /// A session ended by `DELETE`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ended {
-    pub freed_kw: f64,
+    pub freed: Power,
     pub report: LoadReport,
 }
 
@@ -106,9 +108,11 @@ impl Substation {
     /// substations needs [`Substation::expire_sessions`] (the [`crate::Server`] runs it).
     ///
     /// # Panics
-    /// If `capacity_kw` is not finite and in `(0, 1e9]` or `time_scale` not finite and
-    /// positive: a programming error, [`crate::Config::validate`] checks user input.
+    /// If `id` is not a valid substation name, `capacity_kw` is not finite and in `(0, 1e9]`
+    /// or `time_scale` not finite and positive: a programming error,
+    /// [`crate::Config::validate`] checks user input.
     pub fn new(id: &str, capacity_kw: f64, time_scale: f64) -> Arc<Substation> {
+        let name = SubstationName::parse(id).unwrap_or_else(|e| panic!("{e}"));
         assert!(
             capacity_kw.is_finite() && capacity_kw > 0.0 && capacity_kw <= 1e9,
             "capacity_kw must be finite and in (0, 1e9], got {capacity_kw}"
@@ -119,9 +123,9 @@ impl Substation {
         );
         let epoch = new_epoch();
         Arc::new(Substation {
-            id: id.to_string(),
+            name,
             capacity_kw,
-            capacity_ukw: kw_to_ukw(capacity_kw),
+            capacity: Power::from_kw(capacity_kw).expect("capacity_kw was checked just above"),
             time_scale,
             epoch,
             ledger: Mutex::new(Ledger::default()),
@@ -132,12 +136,17 @@ impl Substation {
 
     /// The substation's name.
     pub fn id(&self) -> &str {
-        &self.id
+        self.name.as_str()
     }
 
-    /// Capacity in kW.
+    /// Capacity in kW, as configured.
     pub fn capacity_kw(&self) -> f64 {
         self.capacity_kw
+    }
+
+    /// Capacity in whole watts, the unit of the ledger.
+    pub fn capacity(&self) -> Power {
+        self.capacity
     }
 
     /// The epoch of this instance's reports.
@@ -159,7 +168,12 @@ impl Substation {
     /// Book `request` at `now` if it fits, or replay the answer its idempotency `key` got.
     /// The caller has checked the request against the capacity
     /// ([`ChargeRequest::check_capacity`]).
-    pub fn book(&self, request: &ChargeRequest, key: Option<&str>, now: Instant) -> Booking {
+    pub fn book(
+        &self,
+        request: &ChargeRequest,
+        key: Option<&IdempotencyKey>,
+        now: Instant,
+    ) -> Booking {
         let mut ledger = self.lock();
         self.expire_locked(&mut ledger, now);
         if let Some(answer) = key.and_then(|k| ledger.keys.get(k)) {
@@ -170,17 +184,17 @@ impl Substation {
                 report: self.report_locked(&ledger),
             };
         }
-        let power_ukw = kw_to_ukw(request.power_kw);
-        let free_ukw = self.capacity_ukw.saturating_sub(ledger.load_ukw);
-        if power_ukw > free_ukw {
+        let power = booked_power(request.power_kw);
+        let free = self.capacity.saturating_sub(ledger.load);
+        if power > free {
             self.count("refused");
             return Booking::Refused {
-                retry_after_s: self.retry_after_s(&ledger, power_ukw, now),
-                free_kw: ukw_to_kw(free_ukw),
+                retry_after_s: self.retry_after_s(&ledger, power, now),
+                free,
                 report: self.report_locked(&ledger),
             };
         }
-        let answer = self.insert_locked(&mut ledger, request, power_ukw, key, now);
+        let answer = self.insert_locked(&mut ledger, request, power, key, now);
         self.count("accepted");
         self.publish_locked(&ledger);
         Booking::Accepted {
@@ -193,10 +207,10 @@ impl Substation {
     pub fn end(&self, session_id: &str, now: Instant) -> Option<Ended> {
         let mut ledger = self.lock();
         self.expire_locked(&mut ledger, now);
-        let freed_kw = self.remove_locked(&mut ledger, session_id, EndReason::Deleted, now)?;
+        let freed = self.remove_locked(&mut ledger, session_id, EndReason::Deleted, now)?;
         self.publish_locked(&ledger);
         Some(Ended {
-            freed_kw,
+            freed,
             report: self.report_locked(&ledger),
         })
     }
@@ -236,37 +250,36 @@ impl Substation {
         &self,
         ledger: &mut Ledger,
         request: &ChargeRequest,
-        power_ukw: u64,
-        key: Option<&str>,
+        power: Power,
+        key: Option<&IdempotencyKey>,
         now: Instant,
     ) -> ChargeAccepted {
         ledger.last_n += 1;
         let n = ledger.last_n;
-        let session_id = format!("{}-{}-{}", self.id, self.epoch, n);
+        let session_id = SessionId::new(&self.name, self.epoch, n).to_string();
         let hold_s = (request.duration_s / self.time_scale).min(MAX_HOLD.as_secs_f64());
         let ends = now
             .checked_add(Duration::from_secs_f64(hold_s))
             .unwrap_or(now);
-        ledger.load_ukw += power_ukw;
+        ledger.load = ledger.load.saturating_add(power);
         ledger.seq += 1;
         let answer = ChargeAccepted {
             session_id: session_id.clone(),
-            substation: self.id.clone(),
+            substation: self.name.to_string(),
             power_kw: request.power_kw,
-            load_kw: ukw_to_kw(ledger.load_ukw),
+            load_kw: ledger.load.as_kw(),
             capacity_kw: self.capacity_kw,
         };
         if let Some(key) = key {
-            ledger.keys.insert(key.to_string(), answer.clone());
+            ledger.keys.insert(key.clone(), answer.clone());
         }
         let session = Session {
             n,
-            power_kw: request.power_kw,
-            power_ukw,
+            power,
             started: now,
             ends,
             planned_s: request.duration_s.min(hold_s * self.time_scale),
-            key: key.map(str::to_string),
+            key: key.cloned(),
         };
         let soonest = ledger
             .ends
@@ -287,13 +300,13 @@ impl Substation {
         session_id: &str,
         reason: EndReason,
         now: Instant,
-    ) -> Option<f64> {
+    ) -> Option<Power> {
         let session = ledger.sessions.remove(session_id)?;
         ledger.ends.remove(&(session.ends, session.n));
         if let Some(key) = &session.key {
             ledger.keys.remove(key);
         }
-        ledger.load_ukw = ledger.load_ukw.saturating_sub(session.power_ukw);
+        ledger.load = ledger.load.saturating_sub(session.power);
         ledger.seq += 1;
         let held_s = match reason {
             EndReason::Expired => session.planned_s,
@@ -312,8 +325,8 @@ impl Substation {
             .inc();
         self.metrics
             .energy_delivered_kwh
-            .inc_by(session.power_kw * held_s / 3600.0);
-        Some(session.power_kw)
+            .inc_by(session.power.as_kw() * held_s / 3600.0);
+        Some(session.power)
     }
 
     fn expire_locked(&self, ledger: &mut Ledger, now: Instant) -> usize {
@@ -332,13 +345,16 @@ impl Substation {
         ended
     }
 
-    /// Whole seconds from `now` until `need_ukw` fits, walking the end times in order.
-    fn retry_after_s(&self, ledger: &Ledger, need_ukw: u64, now: Instant) -> u64 {
-        let mut load = ledger.load_ukw;
+    /// Whole seconds from `now` until `need` fits, walking the end times in order.
+    fn retry_after_s(&self, ledger: &Ledger, need: Power, now: Instant) -> u64 {
+        let mut load = ledger.load;
         for ((end, _), session_id) in &ledger.ends {
-            let power = ledger.sessions.get(session_id).map_or(0, |s| s.power_ukw);
+            let power = ledger
+                .sessions
+                .get(session_id)
+                .map_or(Power::ZERO, |s| s.power);
             load = load.saturating_sub(power);
-            if load + need_ukw <= self.capacity_ukw {
+            if load.saturating_add(need) <= self.capacity {
                 let wait = end.saturating_duration_since(now);
                 let whole = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
                 return whole.max(1);
@@ -349,10 +365,10 @@ impl Substation {
 
     fn report_locked(&self, ledger: &Ledger) -> LoadReport {
         LoadReport {
-            substation: self.id.clone(),
+            substation: self.name.to_string(),
             epoch: self.epoch,
             seq: ledger.seq,
-            load_kw: ukw_to_kw(ledger.load_ukw),
+            load_kw: ledger.load.as_kw(),
             capacity_kw: self.capacity_kw,
             active_sessions: ledger.sessions.len() as u64,
         }
@@ -360,7 +376,7 @@ impl Substation {
 
     /// Set the load gauges from the ledger (called under the lock after each change).
     fn publish_locked(&self, ledger: &Ledger) {
-        let load_kw = ukw_to_kw(ledger.load_ukw);
+        let load_kw = ledger.load.as_kw();
         self.metrics.load_kw.set(load_kw);
         self.metrics.utilization.set(load_kw / self.capacity_kw);
         self.metrics
@@ -376,14 +392,13 @@ impl Substation {
     }
 }
 
-/// kW → whole µkW, at least 1 for any positive power (so nothing books for free).
-fn kw_to_ukw(kw: f64) -> u64 {
-    // Inputs are finite, positive and at most the capacity (≤ 1e9 kW), so this fits in u64.
-    ((kw * 1e6).round() as u64).max(1)
-}
-
-fn ukw_to_kw(ukw: u64) -> f64 {
-    ukw as f64 / 1e6
+/// The power a request books: its kW rounded up to a whole watt, so at least 1 W for any
+/// positive power (nothing books for free).
+fn booked_power(kw: f64) -> Power {
+    // Requests are parsed (finite, positive) and checked against the capacity (≤ 1e9 kW)
+    // before they are booked; should one slip through, it books everything rather than
+    // nothing.
+    Power::from_kw(kw).unwrap_or(Power::MAX)
 }
 
 /// A new epoch: wall-clock ms × 1000, raised past the last one handed out in this process

@@ -21,8 +21,8 @@
 use crate::grid::{Booking, Substation};
 use bytes::Bytes;
 use gridlb_protocol::{
-    ChargeError, ChargeRequest, ErrorBody, IDEMPOTENCY_HEADER, LOAD_HEADER, LoadReport,
-    MAX_CHARGE_BODY,
+    ChargeError, ChargeRequest, ErrorBody, IDEMPOTENCY_HEADER, IdempotencyKey, LOAD_HEADER,
+    LoadReport, MAX_CHARGE_BODY,
 };
 use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
@@ -37,8 +37,8 @@ pub type Answer = Response<Full<Bytes>>;
 
 /// How long a client may take to send a `/charge` body.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest accepted `Idempotency-Key`.
-pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+/// Longest accepted `Idempotency-Key` (the rule is [`IdempotencyKey::parse`]'s).
+pub const MAX_IDEMPOTENCY_KEY: usize = gridlb_protocol::MAX_KEY_LEN;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -154,16 +154,16 @@ where
             return (json(status, &body), None);
         }
     };
-    match state.book(&charge, key.as_deref(), Instant::now()) {
+    match state.book(&charge, key.as_ref(), Instant::now()) {
         Booking::Accepted { answer, report } => (created(&answer, false), Some(report)),
         Booking::Replay { answer, report } => (created(&answer, true), Some(report)),
         Booking::Refused {
             retry_after_s,
-            free_kw,
+            free,
             report,
         } => {
             let message = format!(
-                "substation {} has {free_kw} kW free of {} kW, {} kW requested; retry in {retry_after_s} s",
+                "substation {} has {free} free of {} kW, {} kW requested; retry in {retry_after_s} s",
                 state.id(),
                 state.capacity_kw(),
                 charge.power_kw
@@ -196,7 +196,7 @@ fn delete_charge(state: &Substation, session_id: &str) -> (Answer, Option<LoadRe
         Some(ended) => {
             let body = SessionEnded {
                 session_id,
-                freed_kw: ended.freed_kw,
+                freed_kw: ended.freed.as_kw(),
                 load_kw: ended.report.load_kw,
                 capacity_kw: ended.report.capacity_kw,
             };
@@ -213,7 +213,7 @@ fn delete_charge(state: &Substation, session_id: &str) -> (Answer, Option<LoadRe
 async fn read_charge<B>(
     state: &Substation,
     request: Request<B>,
-) -> Result<(ChargeRequest, Option<String>), Refusal>
+) -> Result<(ChargeRequest, Option<IdempotencyKey>), Refusal>
 where
     B: Body,
     B::Error: Into<BoxError>,
@@ -236,20 +236,22 @@ fn parse_charge(state: &Substation, body: &[u8]) -> Result<ChargeRequest, Refusa
     })
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Refusal> {
+/// The `Idempotency-Key`, if any, checked by the one rule ([`IdempotencyKey::parse`]).
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, Refusal> {
     let Some(value) = headers.get(IDEMPOTENCY_HEADER) else {
         return Ok(None);
     };
-    match value.to_str() {
-        Ok(key) if !key.is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY => Ok(Some(key.to_string())),
-        _ => Err((
+    // A value that is not even a string has bytes outside visible ASCII: the rule's error.
+    let parsed = std::str::from_utf8(value.as_bytes())
+        .map_err(|e| gridlb_protocol::KeyError::Character {
+            at: e.valid_up_to(),
+        })
+        .and_then(IdempotencyKey::parse);
+    match parsed {
+        Ok(key) => Ok(Some(key)),
+        Err(e) => Err((
             StatusCode::BAD_REQUEST,
-            ErrorBody::new(
-                format!(
-                    "{IDEMPOTENCY_HEADER} must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
-                ),
-                Some(IDEMPOTENCY_HEADER.to_string()),
-            ),
+            ErrorBody::new(e.to_string(), Some(IDEMPOTENCY_HEADER.to_string())),
         )),
     }
 }

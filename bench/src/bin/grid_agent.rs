@@ -11,7 +11,8 @@
 
 use anyhow::Context;
 use clap::Parser;
-use gridlb::client::Client;
+use gridlb_bench::client::Client;
+use gridlb_protocol::LoadReport;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,13 +89,15 @@ async fn serve(listener: TcpListener, substation: SocketAddr, client: Arc<Client
     }
 }
 
-/// Free capacity as a fraction of capacity, from the substation's own report.
+/// Free capacity as a fraction of capacity, from the substation's own report (validated by
+/// the protocol's parser, so a malformed report counts as no answer).
 async fn headroom(client: &Client, substation: SocketAddr) -> Option<f64> {
     let answer = client
         .request(substation, "GET", "/load", &[], b"")
         .await
         .ok()?;
-    let report = answer.json();
-    let (load, capacity) = (report["load_kw"].as_f64()?, report["capacity_kw"].as_f64()?);
-    (answer.status == 200 && capacity > 0.0).then(|| (capacity - load) / capacity)
+    if answer.status != 200 {
+        return None;
+    }
+    LoadReport::parse(&answer.body).ok().map(|r| r.headroom())
 }

@@ -18,6 +18,10 @@ fn accepted(booking: Booking) -> (ChargeAccepted, LoadReport) {
     }
 }
 
+fn key(k: &str) -> IdempotencyKey {
+    IdempotencyKey::parse(k).unwrap()
+}
+
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
@@ -42,13 +46,13 @@ fn booking_fills_to_the_capacity_edge_then_refuses_with_retry_after() {
     match s.book(&request(11.0, 10.0), None, t0 + secs(2)) {
         Booking::Refused {
             retry_after_s,
-            free_kw,
+            free,
             report,
         } => {
             // The 5 kW session ends at t0+30, freeing 5 kW: not enough for 11. The 11 kW
             // sessions end at t0+100, so 98 s from t0+2.
             assert_eq!(retry_after_s, 98);
-            assert_eq!(free_kw, 0.0);
+            assert_eq!(free, Power::ZERO);
             assert_eq!(report.load_kw, 500.0);
         }
         other => panic!("expected Refused, got {other:?}"),
@@ -100,7 +104,7 @@ fn seq_rises_by_exactly_one_per_change_of_load() {
     let seq0 = s.report().seq;
     let (a, report) = accepted(s.book(&request(10.0, 5.0), None, t0));
     assert_eq!(report.seq, seq0 + 1);
-    let (_, report) = accepted(s.book(&request(10.0, 50.0), None, t0));
+    let (b, report) = accepted(s.book(&request(10.0, 50.0), None, t0));
     assert_eq!(report.seq, seq0 + 2);
     // A refusal and a report change nothing.
     assert!(matches!(
@@ -110,7 +114,7 @@ fn seq_rises_by_exactly_one_per_change_of_load() {
     assert_eq!(s.report().seq, seq0 + 2);
     // An expiry is one change, a delete another.
     assert_eq!(s.expire_due(t0 + secs(6)), 1);
-    let ended = s.end(&format!("{}-{}-2", s.id(), s.epoch()), t0 + secs(7));
+    let ended = s.end(&b.session_id, t0 + secs(7));
     assert_eq!(ended.unwrap().report.seq, seq0 + 4);
     assert!(s.end(&a.session_id, t0 + secs(7)).is_none());
     assert_eq!(s.report().seq, seq0 + 4);
@@ -123,7 +127,7 @@ fn delete_frees_the_power_and_an_unknown_id_is_none() {
     let t0 = Instant::now();
     let (answer, _) = accepted(s.book(&request(22.0, 3600.0), None, t0));
     let ended = s.end(&answer.session_id, t0 + secs(1800)).unwrap();
-    assert_eq!(ended.freed_kw, 22.0);
+    assert_eq!(ended.freed, Power::from_watts(22_000));
     assert_eq!(ended.report.load_kw, 0.0);
     assert!(s.end(&answer.session_id, t0 + secs(1801)).is_none());
     assert!(s.end("s1-1-999", t0).is_none());
@@ -132,21 +136,36 @@ fn delete_frees_the_power_and_an_unknown_id_is_none() {
 }
 
 #[test]
-fn session_ids_split_from_the_right_into_id_epoch_and_n() {
+fn session_ids_are_distinct_and_name_their_substation() {
     let s = Substation::new("north-east-1", 50.0, 1.0);
     let (a, _) = accepted(s.book(&request(1.0, 1.0), None, Instant::now()));
     let (b, _) = accepted(s.book(&request(1.0, 1.0), None, Instant::now()));
-    let parts: Vec<&str> = a.session_id.rsplitn(3, '-').collect();
-    assert_eq!(parts, ["1", &s.epoch().to_string(), "north-east-1"]);
-    assert!(b.session_id.ends_with("-2"));
+    assert_ne!(a.session_id, b.session_id);
+    for id in [&a.session_id, &b.session_id] {
+        assert_eq!(SessionId::owner(id), Some("north-east-1"));
+        assert_eq!(SessionId::parse(id).unwrap().substation(), "north-east-1");
+    }
+}
+
+#[test]
+fn a_fraction_of_a_watt_books_a_whole_watt() {
+    let s = Substation::new("s1", 0.002, 1.0);
+    let t0 = Instant::now();
+    accepted(s.book(&request(0.0001, 60.0), None, t0));
+    accepted(s.book(&request(0.0001, 60.0), None, t0));
+    assert_eq!(s.report().load_kw, 0.002);
+    assert!(matches!(
+        s.book(&request(0.0001, 60.0), None, t0),
+        Booking::Refused { free, .. } if free == Power::ZERO
+    ));
 }
 
 #[test]
 fn idempotent_replay_books_once_until_the_session_ends() {
     let s = Substation::new("s1", 50.0, 1.0);
     let t0 = Instant::now();
-    let (first, _) = accepted(s.book(&request(11.0, 10.0), Some("k1"), t0));
-    match s.book(&request(11.0, 10.0), Some("k1"), t0 + secs(1)) {
+    let (first, _) = accepted(s.book(&request(11.0, 10.0), Some(&key("k1")), t0));
+    match s.book(&request(11.0, 10.0), Some(&key("k1")), t0 + secs(1)) {
         Booking::Replay { answer, report } => {
             assert_eq!(answer, first);
             assert_eq!((report.load_kw, report.active_sessions), (11.0, 1));
@@ -161,7 +180,7 @@ fn idempotent_replay_books_once_until_the_session_ends() {
         1.0
     );
     // Once the session has ended the key is forgotten and books anew.
-    let (again, _) = accepted(s.book(&request(11.0, 10.0), Some("k1"), t0 + secs(11)));
+    let (again, _) = accepted(s.book(&request(11.0, 10.0), Some(&key("k1")), t0 + secs(11)));
     assert_ne!(again.session_id, first.session_id);
     assert!(s.lock().keys.len() == 1);
 }
@@ -172,10 +191,10 @@ fn a_refused_key_is_not_remembered() {
     let t0 = Instant::now();
     accepted(s.book(&request(10.0, 5.0), None, t0));
     assert!(matches!(
-        s.book(&request(5.0, 5.0), Some("k"), t0),
+        s.book(&request(5.0, 5.0), Some(&key("k")), t0),
         Booking::Refused { .. }
     ));
-    accepted(s.book(&request(5.0, 5.0), Some("k"), t0 + secs(5)));
+    accepted(s.book(&request(5.0, 5.0), Some(&key("k")), t0 + secs(5)));
 }
 
 #[test]
@@ -213,10 +232,10 @@ async fn the_reaper_ends_sessions_on_time_without_requests() {
     accepted(s.book(&request(10.0, 50.0), None, Instant::now())); // ends at t0+10, sooner
     tokio::time::sleep_until(t0 + Duration::from_millis(10_001)).await;
     tokio::task::yield_now().await;
-    assert_eq!(s.lock().load_ukw, 40_000_000);
+    assert_eq!(s.lock().load, Power::from_watts(40_000));
     tokio::time::sleep_until(t0 + Duration::from_millis(30_001)).await;
     tokio::task::yield_now().await;
-    assert_eq!(s.lock().load_ukw, 0);
+    assert_eq!(s.lock().load, Power::ZERO);
     assert_eq!(s.lock().seq, 4);
     reaper.abort();
 }

@@ -71,10 +71,9 @@ async fn an_accepted_charge_is_201_with_the_session_and_the_load_after_booking()
     assert_eq!(accepted.substation, "s1");
     assert_eq!((accepted.power_kw, accepted.load_kw), (11.0, 11.0));
     assert_eq!(accepted.capacity_kw, 500.0);
-    assert!(
-        accepted
-            .session_id
-            .starts_with(&format!("s1-{}-", s.epoch()))
+    assert_eq!(
+        gridlb_protocol::SessionId::owner(&accepted.session_id),
+        Some("s1")
     );
     let load = reply.load();
     assert_eq!((load.epoch, load.seq, load.load_kw), (s.epoch(), 1, 11.0));
@@ -235,6 +234,26 @@ async fn an_idempotent_replay_returns_the_first_answer_and_books_once() {
     .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     assert_eq!(bad.error().field.as_deref(), Some(IDEMPOTENCY_HEADER));
+}
+
+#[tokio::test]
+async fn a_key_with_a_space_is_refused_as_the_proxy_would() {
+    let s = Substation::new("s1", 100.0, 1.0);
+    let spaced = send_with(
+        &s,
+        "POST",
+        "/charge",
+        EV,
+        &[(IDEMPOTENCY_HEADER, "order 77")],
+    )
+    .await;
+    assert_eq!(spaced.status, StatusCode::BAD_REQUEST);
+    assert!(
+        spaced.error().error.contains("no space"),
+        "{}",
+        spaced.error().error
+    );
+    assert_eq!(s.report().active_sessions, 0);
 }
 
 #[tokio::test]
