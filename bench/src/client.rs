@@ -123,7 +123,14 @@ impl Client {
         body: &[u8],
     ) -> Result<Answer, ClientError> {
         let head = encode_head(addr, method, path, headers, body)?;
-        let exchange = self.exchange(addr, method, &head, body);
+        // A request that says `Connection: close` ends its connection (RFC 9112 §9.6).
+        let closes = headers.iter().any(|(name, value)| {
+            name.eq_ignore_ascii_case("connection")
+                && value
+                    .split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("close"))
+        });
+        let exchange = self.exchange(addr, method, &head, body, closes);
         match tokio::time::timeout(self.timeout, exchange).await {
             Ok(answer) => answer,
             Err(_) => Err(ClientError::Timeout {
@@ -141,10 +148,14 @@ impl Client {
         method: &str,
         head: &[u8],
         body: &[u8],
+        closes: bool,
     ) -> Result<Answer, ClientError> {
-        if let Some(conn) = self.take_idle(addr) {
+        let pooled = if closes { None } else { self.take_idle(addr) };
+        if let Some(conn) = pooled {
             match attempt(conn, addr, method, head, body).await {
-                Ok((answer, reusable)) => return Ok(self.keep(addr, answer, reusable)),
+                Ok((answer, reusable)) => {
+                    return Ok(self.keep(addr, answer, reusable.filter(|_| !closes)));
+                }
                 Err(Failure::Failed(e)) => return Err(e),
                 Err(Failure::Unanswered(_)) => {} // the server had closed it: once more
             }
@@ -159,7 +170,7 @@ impl Client {
             idle_since: Instant::now(),
         };
         match attempt(conn, addr, method, head, body).await {
-            Ok((answer, reusable)) => Ok(self.keep(addr, answer, reusable)),
+            Ok((answer, reusable)) => Ok(self.keep(addr, answer, reusable.filter(|_| !closes))),
             Err(Failure::Failed(e) | Failure::Unanswered(e)) => Err(e),
         }
     }

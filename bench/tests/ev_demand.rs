@@ -2,10 +2,10 @@
 //! front of them, and the real `ev-demand` binary. Everything started here stops at the end.
 
 use async_trait::async_trait;
-use gridlb::client::Client;
 use gridlb::config::Config;
 use gridlb::metrics::Metrics;
 use gridlb::server::{self, Options};
+use gridlb_bench::client::Client;
 use pingora_core::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
 use std::net::SocketAddr;
 use std::process::Command;
@@ -69,7 +69,7 @@ fn gridlb(
     );
     let config = Config::parse(&yaml).expect("valid config");
     let metrics = Arc::new(Metrics::new(&prometheus::Registry::new()).expect("fresh registry"));
-    let (server, _grid) = server::build(
+    let (server, _parts) = server::build(
         config,
         None,
         &Options {
@@ -77,7 +77,8 @@ fn gridlb(
             ..Options::default()
         },
         metrics,
-    );
+    )
+    .expect("literal addresses");
     let (stop, stopped) = watch::channel(false);
     let thread = std::thread::spawn(move || {
         server.run(RunArgs {

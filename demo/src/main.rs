@@ -3,21 +3,22 @@
 //! substation simulator.
 //!
 //! Three substations of different capacity (200, 500 and 1000 kW) run in-process on free
-//! loopback ports, the proxy in front of them, and a demand generator sends EV charging
-//! sessions (Poisson arrivals, a mix of 3.7 to 150 kW chargers) through the proxy. Time is
+//! loopback ports, the proxy in front of them, and the benchmarks' demand model
+//! (`gridlb_bench::demand`: Poisson arrivals, the fleet's mix of chargers) sends EV charging
+//! sessions through the proxy. Time is
 //! scaled so that a session of an hour lasts six seconds. A table of each substation's
 //! utilisation is redrawn twice a second (plain lines when stdout is not a terminal).
 //! Ctrl-C, or the end of `--duration`, stops everything and prints a summary.
 
 use async_trait::async_trait;
 use clap::Parser;
-use gridlb::client::Client;
 use gridlb::config::Config;
 use gridlb::metrics::Metrics;
-use gridlb::selection::Rng;
 use gridlb::server::{self, Options, Parts};
 use gridlb::status::{Status, SubstationStatus};
-use gridlb_protocol::{CHARGER_MIX, ChargeRequest, SUBSTATION_HEADER};
+use gridlb_bench::client::Client;
+use gridlb_bench::demand::{Bound, Demand, Profile};
+use gridlb_protocol::SUBSTATION_HEADER;
 use pingora_core::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -173,35 +174,27 @@ impl ShutdownSignalWatch for DemoSignal {
     }
 }
 
-/// One random charging session.
-fn session(rng: &Rng, n: u64) -> ChargeRequest {
-    let mut pick = rng.unit();
-    let mut power_kw = CHARGER_MIX[0].0;
-    for (kw, share) in CHARGER_MIX {
-        power_kw = kw;
-        if pick <= share {
-            break;
-        }
-        pick -= share;
-    }
-    ChargeRequest {
-        vehicle_id: format!("ev-{n}"),
-        power_kw,
-        duration_s: 1200.0 + rng.unit() * 4200.0,
-    }
-}
-
+/// Send the demand model's sessions (constant rate, Poisson arrivals) until stopped.
 async fn generate(proxy: SocketAddr, args: DemoArgs, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
     let client = Arc::new(Client::new(Duration::from_secs(5)));
-    let rng = Rng::seeded(args.seed);
+    let demand = Demand {
+        rate: args.rate,
+        profile: Profile::Constant,
+        bound: Bound {
+            count: None,
+            duration: None,
+        },
+        seed: args.seed,
+    };
     // Let the first probes land before the first session.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let mut n = 0;
-    while !stop.load(Relaxed) {
-        let gap = -rng.unit().ln() / args.rate;
-        tokio::time::sleep(Duration::from_secs_f64(gap)).await;
-        n += 1;
-        let body = serde_json::to_vec(&session(&rng, n)).unwrap_or_default();
+    let start = tokio::time::Instant::now();
+    for arrival in demand.arrivals() {
+        if stop.load(Relaxed) {
+            break;
+        }
+        tokio::time::sleep_until(start + arrival.at).await;
+        let body = serde_json::to_vec(&arrival.request).unwrap_or_default();
         let (client, tally) = (Arc::clone(&client), Arc::clone(&tally));
         tokio::spawn(async move {
             tally.sent.fetch_add(1, Relaxed);

@@ -110,11 +110,6 @@ impl Affinity {
     }
 }
 
-/// A valid key: 1 to 255 visible ASCII characters (as the substations require).
-pub fn valid_key(key: &str) -> bool {
-    (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,13 +148,5 @@ mod tests {
         assert_eq!(a.get("a").as_deref(), Some("s2"));
         assert_eq!(a.get("b"), None, "b was the oldest");
         assert_eq!(a.len(), 2);
-    }
-
-    #[test]
-    fn keys_must_be_short_visible_ascii() {
-        assert!(valid_key("abc-123"));
-        assert!(!valid_key(""));
-        assert!(!valid_key("has space"));
-        assert!(!valid_key(&"x".repeat(256)));
     }
 }

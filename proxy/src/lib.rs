@@ -16,14 +16,12 @@
 //!   request's upstream attempts as a typed state;
 //! - [`reload`]: validated reloads and their triggers (file change, SIGHUP, DNS refresh);
 //! - [`service`]: the `ProxyHttp` implementation; [`admin`] and [`status`]: the admin API;
-//! - [`server`]: assembles every part ([`server::Parts`]) into a Pingora server;
-//! - [`client`]: a small HTTP client for tools and tests (not on the request path).
+//! - [`server`]: assembles every part ([`server::Parts`]) into a Pingora server.
 
 pub mod admin;
 pub mod admission;
 pub mod affinity;
 pub mod attempt;
-pub mod client;
 pub mod config;
 pub mod discovery;
 pub mod gate;

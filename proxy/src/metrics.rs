@@ -16,6 +16,7 @@
 //! In the binary the families live in Prometheus' default registry, the one Pingora's own
 //! metrics use (both on `prometheus` 0.14), so one `/metrics` page shows both.
 
+use gridlb_protocol::unix_now;
 use prometheus::{
     Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, core::Collector,
 };
@@ -352,13 +353,6 @@ impl Metrics {
         }
         out
     }
-}
-
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 mod series;

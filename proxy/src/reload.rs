@@ -21,6 +21,7 @@ use crate::config::{Config, ConfigError};
 use crate::discovery;
 use crate::pool::Pool;
 use async_trait::async_trait;
+use gridlb_protocol::unix_now;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use std::collections::hash_map::DefaultHasher;
@@ -136,13 +137,6 @@ impl Reloader {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
-}
-
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 const POLL: Duration = Duration::from_millis(250);

@@ -23,7 +23,7 @@
 //! - `round-robin` and `random`: baselines that ignore load (weighted by `weight`); they only
 //!   skip a substation that has no room.
 //!
-//! Randomness comes from [`Rng`], a seedable SplitMix64, so tests are exact.
+//! Randomness comes from [`Rng`] (the protocol crate's seedable SplitMix64), so tests are exact.
 
 use crate::config::{Algorithm, SelectionConfig};
 use crate::table::{SubstationState, Table};
@@ -31,7 +31,7 @@ use pingora_load_balancing::Backend;
 use pingora_load_balancing::selection::{BackendIter, BackendSelection};
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 /// The selection key for a request of `kw` kilowatts.
 pub fn request_key(kw: f64) -> [u8; 8] {
@@ -42,46 +42,9 @@ fn key_kw(key: &[u8]) -> f64 {
     key.try_into().map(f64::from_le_bytes).unwrap_or(0.0)
 }
 
-/// A lock-free, seedable SplitMix64 generator (Steele, Lea and Flood, 2014).
-#[derive(Debug)]
-pub struct Rng(AtomicU64);
-
-impl Rng {
-    pub fn seeded(seed: u64) -> Rng {
-        Rng(AtomicU64::new(seed))
-    }
-
-    /// Seeded from the clock and the process id.
-    pub fn from_entropy() -> Rng {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        Rng::seeded(nanos ^ (u64::from(std::process::id()) << 32))
-    }
-
-    pub fn next_u64(&self) -> u64 {
-        let state = self.0.fetch_add(0x9E37_79B9_7F4A_7C15, Relaxed);
-        Rng::mix(state.wrapping_add(0x9E37_79B9_7F4A_7C15))
-    }
-
-    /// SplitMix64's finaliser: a well-mixed 64-bit value from any input.
-    pub fn mix(mut z: u64) -> u64 {
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (`n > 0`).
-    pub fn below(&self, n: usize) -> usize {
-        ((self.next_u64() as u128 * n as u128) >> 64) as usize
-    }
-
-    /// Uniform in `(0, 1]`.
-    pub fn unit(&self) -> f64 {
-        ((self.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64
-    }
-}
+/// The selector's random source: the protocol crate's lock-free, seedable SplitMix64.
+pub use gridlb_protocol::SharedRng as Rng;
+use gridlb_protocol::rng::mix;
 
 /// Where the selector reads its settings (algorithm, `max_utilization`) from.
 #[derive(Clone)]
@@ -290,7 +253,7 @@ impl GridSelection {
         let mut out = Vec::with_capacity(self.states.len());
         for i in 0..self.states.len() {
             if let Some(u) = self.score(i, kw, max_utilization) {
-                out.push((u, Rng::mix(seed ^ i as u64), i));
+                out.push((u, mix(seed ^ i as u64), i));
             }
         }
         out
@@ -308,7 +271,7 @@ impl GridSelection {
                 continue;
             }
             if let Some(u) = self.score(i, kw, max_utilization) {
-                picked.push((u, Rng::mix(seed ^ i as u64), i));
+                picked.push((u, mix(seed ^ i as u64), i));
                 if picked.len() == 2 {
                     break;
                 }

@@ -28,7 +28,7 @@
 //! Hot-path state is atomics and an `ArcSwap`; nothing here takes a lock on the request path.
 
 use arc_swap::ArcSwapOption;
-use gridlb_protocol::{HeaderReport, LoadReport, ReportError, ReportVersion};
+use gridlb_protocol::{HeaderReport, LoadReport, Power, ReportError, ReportVersion};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -38,9 +38,6 @@ mod snapshot;
 
 pub use snapshot::{Change, Snapshot, Substation, Table};
 
-/// In-flight power is kept in whole watts so it fits an atomic integer.
-const W_PER_KW: f64 = 1000.0;
-
 /// The slack of the one "fits" rule ([`fits`]): an exact fit (500 of 500 kW) must not be
 /// refused for floating-point rounding.
 const TOLERANCE_KW: f64 = 1e-6;
@@ -48,14 +45,14 @@ const TOLERANCE_KW: f64 = 1e-6;
 /// Whether `load_kw` plus `in_flight_w` (which includes the request being considered) stays
 /// within `max_utilization` of `capacity_kw`. The only capacity rule in the proxy: selection
 /// and reservation both ask it.
-fn fits(report: &Report, in_flight_w: u64, max_utilization: f64) -> bool {
-    report.load_kw + in_flight_w as f64 / W_PER_KW
-        <= report.capacity_kw * max_utilization + TOLERANCE_KW
+fn fits(report: &Report, in_flight: Power, max_utilization: f64) -> bool {
+    report.load_kw + in_flight.as_kw() <= report.capacity_kw * max_utilization + TOLERANCE_KW
 }
 
-/// Watts reserved for a request of `kw` (rounded up: the estimate never under-counts).
-fn watts(kw: f64) -> u64 {
-    (kw * W_PER_KW).ceil() as u64
+/// The power reserved for a request of `kw` (rounded up to a whole watt, so the estimate never
+/// under-counts); `None` for a value no substation could take (NaN, negative, absurdly large).
+fn reserved(kw: f64) -> Option<Power> {
+    Power::from_kw(kw).ok()
 }
 
 /// Where a report came from: the `source` label of the report counters.
@@ -141,6 +138,7 @@ pub struct SubstationState {
     pub name: String,
     pub addr: SocketAddr,
     report: ArcSwapOption<Report>,
+    /// Power sent and not yet answered, in whole watts ([`Power`]) so it fits an atomic.
     in_flight_w: AtomicU64,
     /// Pingora's health verdict, mirrored by the probe on every flip; starts healthy as
     /// Pingora's does. The one place selection reads health from.
@@ -193,8 +191,12 @@ impl SubstationState {
         self.report.load_full()
     }
 
+    pub fn in_flight(&self) -> Power {
+        Power::from_watts(self.in_flight_w.load(Relaxed))
+    }
+
     pub fn in_flight_kw(&self) -> f64 {
-        self.in_flight_w.load(Relaxed) as f64 / W_PER_KW
+        self.in_flight().as_kw()
     }
 
     /// Utilisation after adding `extra_kw`, or `None` without a report.
@@ -212,20 +214,21 @@ impl SubstationState {
         }
         let guard = self.report.load();
         let report = guard.as_ref()?;
-        let in_flight = self.in_flight_w.load(Relaxed) + watts(kw);
+        let in_flight = self.in_flight().saturating_add(reserved(kw)?);
         fits(report, in_flight, max_utilization)
-            .then(|| (report.load_kw + in_flight as f64 / W_PER_KW) / report.capacity_kw)
+            .then(|| (report.load_kw + in_flight.as_kw()) / report.capacity_kw)
     }
 
     /// Reserve `kw` if the substation has a report and the request [`fits`] within
     /// `max_utilization`, atomically: two requests cannot both take the last room.
     pub fn try_reserve(self: &Arc<Self>, kw: f64, max_utilization: f64) -> Option<Reservation> {
-        let w = watts(kw);
+        let w = reserved(kw)?.as_watts();
         let guard = self.report.load();
         let report = guard.as_ref()?;
         self.in_flight_w
             .fetch_update(Relaxed, Relaxed, |current| {
-                fits(report, current + w, max_utilization).then_some(current + w)
+                let after = current.saturating_add(w);
+                fits(report, Power::from_watts(after), max_utilization).then_some(after)
             })
             .ok()?;
         Some(Reservation {

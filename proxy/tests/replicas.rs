@@ -3,8 +3,8 @@
 mod common;
 
 use common::{Proxy, substation};
-use gridlb::demo::session;
-use gridlb::selection::Rng;
+use gridlb_bench::demand::{SplitMix64, session};
+use gridlb_protocol::Power;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::time::Duration;
@@ -45,12 +45,12 @@ async fn three_replicas_never_overbook_and_never_refuse_while_there_is_room() {
             Arc::clone(&in_flight),
         );
         workers.push(tokio::spawn(async move {
-            let rng = Rng::seeded(w as u64 + 1);
+            let mut rng = SplitMix64::new(w as u64 + 1);
             let proxy = &replicas[w % 3];
             let (mut accepted, mut refused_in_a_row) = (0u32, 0u32);
             for n in 0..200u64 {
-                let kw = session(&rng, n).power_kw;
-                let watts = (kw * 1000.0) as u64;
+                let kw = session(&mut rng, n).power_kw;
+                let watts = Power::from_kw(kw).expect("a charger power").as_watts();
                 let others_at_send = in_flight[w % 3].fetch_add(watts, SeqCst);
                 let a = proxy.charge(&format!("w{w}-{n}"), kw, 3600.0).await;
                 let others_at_answer = in_flight[w % 3].fetch_sub(watts, SeqCst) - watts;

@@ -339,3 +339,18 @@ async fn nobody_listening_is_a_connect_error() {
         .unwrap_err();
     assert!(matches!(err, ClientError::Connect { .. }), "{err}");
 }
+
+#[tokio::test]
+async fn a_request_that_says_close_neither_takes_nor_returns_a_pooled_connection() {
+    let (addr, accepted) = server(echo_all).await;
+    let c = client();
+    c.request(addr, "GET", "/load", &[], b"").await.unwrap();
+    assert_eq!(c.idle(addr), 1);
+    let close = [("connection", "close")];
+    for _ in 0..2 {
+        let answer = c.request(addr, "GET", "/load", &close, b"").await.unwrap();
+        assert_eq!(answer.status, 200);
+    }
+    assert_eq!(accepted.load(SeqCst), 3, "each closing request on its own connection");
+    assert_eq!(c.idle(addr), 1, "the kept connection is still there, and only it");
+}

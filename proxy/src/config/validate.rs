@@ -5,6 +5,7 @@ use super::{
     AdminConfig, Config, ConfigError, LimitsConfig, ProbeConfig, SelectionConfig, SubstationConfig,
     UpstreamConfig, raw,
 };
+use gridlb_protocol::SubstationName;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -65,11 +66,8 @@ fn substations(raw: Vec<raw::Substation>) -> Result<Vec<SubstationConfig>, Confi
     let mut out: Vec<SubstationConfig> = Vec::with_capacity(raw.len());
     for (i, s) in raw.into_iter().enumerate() {
         let at = |key: &str| format!("substations[{i}].{key}");
-        if !valid_name(&s.name) {
-            return Err(ConfigError::new(
-                at("name"),
-                format!("{:?} must be 1 to 64 of A-Z a-z 0-9 _ . -", s.name),
-            ));
+        if let Err(e) = SubstationName::parse(&s.name) {
+            return Err(ConfigError::new(at("name"), e.to_string()));
         }
         if out.iter().any(|o| o.name == s.name) {
             return Err(ConfigError::new(
@@ -246,12 +244,4 @@ pub(crate) fn host_port(path: &str, s: &str) -> Result<(), ConfigError> {
 fn same_address(a: &str, b: &str) -> bool {
     a.eq_ignore_ascii_case(b)
         || matches!((a.parse::<SocketAddr>(), b.parse::<SocketAddr>()), (Ok(x), Ok(y)) if x == y)
-}
-
-// Replaced by the protocol crate's rule once it has one.
-fn valid_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }

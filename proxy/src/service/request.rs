@@ -7,11 +7,10 @@
 //! `DELETE /charge/{id}` and the JSON answers the proxy writes on its own.
 
 use super::{GridProxy, RequestCtx, Route};
-use crate::affinity::valid_key;
 use bytes::{Bytes, BytesMut};
 use gridlb_protocol::{
-    CHARGE_KW_HEADER, ChargeRequest, ErrorBody, IDEMPOTENCY_HEADER, MAX_CHARGE_BODY,
-    parse_charge_kw,
+    CHARGE_KW_HEADER, ChargeRequest, ErrorBody, IDEMPOTENCY_HEADER, IdempotencyKey,
+    MAX_CHARGE_BODY, SessionId, parse_charge_kw,
 };
 use pingora_error::{ErrorType, Result};
 use pingora_http::ResponseHeader;
@@ -93,12 +92,16 @@ impl GridProxy {
             None => ChargeRequest::peek_power(&body)
                 .unwrap_or(self.table().config().selection.default_request_kw),
         };
-        if let Some(key) = session.req_header().headers.get(IDEMPOTENCY_HEADER) {
-            match key.to_str().ok().filter(|k| valid_key(k)) {
-                Some(key) => ctx.idempotency_key = Some(key.to_string()),
-                None => {
+        if let Some(value) = session.req_header().headers.get(IDEMPOTENCY_HEADER) {
+            let parsed = value
+                .to_str()
+                .map_err(|_| "is not ASCII".to_string())
+                .and_then(|k| IdempotencyKey::parse(k).map_err(|e| e.to_string()));
+            match parsed {
+                Ok(key) => ctx.idempotency_key = Some(key.as_str().to_string()),
+                Err(why) => {
                     let err = ErrorBody::new(
-                        "idempotency-key must be 1 to 255 visible ASCII characters",
+                        format!("{IDEMPOTENCY_HEADER}: {why}"),
                         Some(IDEMPOTENCY_HEADER.into()),
                     );
                     respond_json(session, 400, &[], err.to_json()).await?;
@@ -178,7 +181,7 @@ impl GridProxy {
         Ok(false)
     }
 
-    /// `DELETE /charge/{id}`: the id is `{substation}-{epoch}-{n}`.
+    /// `DELETE /charge/{id}`: to the substation the session id names (`SessionId::owner`).
     pub(super) async fn route_release(
         &self,
         session: &mut Session,
@@ -186,10 +189,7 @@ impl GridProxy {
         id: &str,
     ) -> Result<bool> {
         ctx.route = Route::Release;
-        let owner = id
-            .rsplitn(3, '-')
-            .nth(2)
-            .filter(|_| id.split('-').count() >= 3);
+        let owner = SessionId::owner(id);
         let snapshot = self.table().snapshot();
         match owner.and_then(|name| snapshot.find(name)) {
             Some(sub) => {

@@ -2,7 +2,7 @@
 //! on free loopback ports, and a client. Everything started here is stopped on drop.
 #![allow(dead_code)]
 
-use gridlb::client::{Answer, Client};
+use gridlb_bench::client::{Answer, Client};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
