@@ -399,7 +399,7 @@ async fn hostile_probe_reports_are_rejected_by_reason_and_their_substations_get_
         .collect();
     subs.push(("broken", broken.addr));
     subs.push(("good", good.addr));
-    let mut proxy = Proxy::start(
+    let proxy = Proxy::start(
         &subs,
         // Timeouts generous enough for a loaded machine: the liars fail on content alone.
         with_probe(Probe::every(250, 200).unhealthy_after(2).healthy_after(1)),
@@ -527,7 +527,7 @@ async fn hostile_header_reports_are_rejected_and_never_replace_the_probed_one() 
         .header("x-substation-load", value)
     })
     .await;
-    let mut proxy = Proxy::start(&[("h", double.addr)], with_probe(Probe::every(200, 180))).await;
+    let proxy = Proxy::start(&[("h", double.addr)], with_probe(Probe::every(200, 180))).await;
     for i in 0..n + 1 {
         let a = proxy.charge(&format!("ev-{i}"), 1.0, 60.0).await;
         assert_eq!(a.status, 201, "answer {i}: {:?}", a.body);

@@ -426,7 +426,7 @@ async fn graceful_upgrade_under_load_fails_no_request() {
         substation("s1", 100_000.0, 1000.0).await,
         substation("s2", 100_000.0, 1000.0).await,
     ];
-    let mut old = Proxy::start(&[("s1", s[0].addr), ("s2", s[1].addr)], probes()).await;
+    let old = Proxy::start(&[("s1", s[0].addr), ("s2", s[1].addr)], probes()).await;
     let listen = old.listen;
     let stop = Arc::new(AtomicBool::new(false));
     // Fresh connections (`Connection: close`): a kept-alive connection to the old process

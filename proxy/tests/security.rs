@@ -578,7 +578,7 @@ async fn hop_by_hop_headers_are_stripped_and_the_client_is_named() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_on_the_wire_never_takes_the_proxy_down() {
     let s = substation("s1", 1000.0, 1.0).await;
-    let mut proxy = Proxy::start(&[("s1", s.addr)], probes()).await;
+    let proxy = Proxy::start(&[("s1", s.addr)], probes()).await;
     let inputs: Vec<Vec<u8>> = vec![
         b"\x00\x01\x02\x03\xff\xfe\r\n\r\n".to_vec(),
         b"POST /charge HTTP/1.1\r\ncontent-length: -1\r\n\r\n".to_vec(),

@@ -12,14 +12,18 @@
 use crate::config::GridlbConfig;
 use crate::http::raw_request;
 use crate::ports::free_port;
-use crate::wait::wait_blocking;
+use crate::wait::{wait_blocking, wait_every};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 /// How long gridlb may take to become ready.
 pub const READY_LIMIT: Duration = Duration::from_secs(20);
+
+/// How often readiness is asked for.
+const READY_POLL: Duration = Duration::from_millis(50);
 
 /// An in-process substation on a free loopback port.
 pub async fn substation(name: &str, capacity_kw: f64, time_scale: f64) -> substation::Server {
@@ -69,7 +73,7 @@ pub struct Launch {
 
 /// A running `gridlb` process.
 pub struct Gridlb {
-    child: Child,
+    child: Mutex<Child>,
     pub listen: SocketAddr,
     pub admin: SocketAddr,
     pub config_path: PathBuf,
@@ -81,28 +85,25 @@ impl Gridlb {
     /// until it is ready, starting it again when it could not bind a port.
     pub async fn start(config: &GridlbConfig, launch: &Launch) -> Gridlb {
         for _ in 0..3 {
-            let mut gridlb = Gridlb::spawn(config, launch);
-            let deadline = Instant::now() + READY_LIMIT;
-            loop {
-                if !gridlb.is_running() {
-                    let log = gridlb.log();
-                    assert!(
-                        log.contains("in use"),
-                        "gridlb exited before it was ready:\n{log}"
-                    );
-                    eprintln!("gridlb could not bind a port, starting it again:\n{log}");
-                    break;
-                }
-                if gridlb.is_ready().await {
-                    return gridlb;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "gridlb was not ready in 20 s:\n{}",
-                    gridlb.log()
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
+            let gridlb = Gridlb::spawn(config, launch);
+            let settled = wait_every(READY_POLL, READY_LIMIT, || async {
+                !gridlb.is_running() || gridlb.is_ready().await
+            })
+            .await;
+            assert!(
+                settled.is_some(),
+                "gridlb was not ready in 20 s:\n{}",
+                gridlb.log()
+            );
+            if gridlb.is_running() {
+                return gridlb;
             }
+            let log = gridlb.log();
+            assert!(
+                log.contains("in use"),
+                "gridlb exited before it was ready:\n{log}"
+            );
+            eprintln!("gridlb could not bind a port, starting it again:\n{log}");
         }
         panic!("gridlb could not bind its ports three times");
     }
@@ -117,7 +118,7 @@ impl Gridlb {
         std::fs::write(&config_path, config.to_yaml()).expect("write config");
         let child = spawn_gridlb(&config_path, &log_path, launch);
         Gridlb {
-            child,
+            child: Mutex::new(child),
             listen,
             admin,
             config_path,
@@ -137,25 +138,28 @@ impl Gridlb {
     }
 
     /// Wait until `/readyz` answers `200`; panics if the process exits first or after 20 s.
-    pub async fn wait_until_ready(&mut self) {
-        let deadline = Instant::now() + READY_LIMIT;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "gridlb exited with {status} before it was ready:\n{}",
-                    self.log()
-                );
-            }
-            if self.is_ready().await {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "gridlb was not ready in 20 s:\n{}",
+    pub async fn wait_until_ready(&self) {
+        let settled = wait_every(READY_POLL, READY_LIMIT, || async {
+            !self.is_running() || self.is_ready().await
+        })
+        .await;
+        assert!(
+            settled.is_some(),
+            "gridlb was not ready in 20 s:\n{}",
+            self.log()
+        );
+        if let Ok(Some(status)) = self.child().try_wait() {
+            panic!(
+                "gridlb exited with {status} before it was ready:\n{}",
                 self.log()
             );
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    fn child(&self) -> MutexGuard<'_, Child> {
+        self.child
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// `config` with this process' listen and admin addresses, as YAML.
@@ -176,12 +180,12 @@ impl Gridlb {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child().id()
     }
 
     /// Send a signal (`"HUP"`, `"QUIT"`, ...) to the process.
     pub fn signal(&self, name: &str) {
-        signal(self.child.id(), name);
+        signal(self.pid(), name);
     }
 
     /// Start a second gridlb on the same config with `--upgrade`, to take over this one's
@@ -198,28 +202,26 @@ impl Gridlb {
     }
 
     /// Wait for the process to exit (after SIGQUIT, say); false if it is still running.
-    pub fn wait_exit(&mut self, limit: Duration) -> bool {
-        let child = &mut self.child;
-        wait_blocking(Duration::from_millis(20), limit, || {
-            matches!(child.try_wait(), Ok(Some(_)))
-        })
+    pub fn wait_exit(&self, limit: Duration) -> bool {
+        wait_blocking(Duration::from_millis(20), limit, || !self.is_running())
     }
 
     /// Kill the process at once (SIGKILL, like a crash) and reap it.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let child = self.child.get_mut().unwrap_or_else(|p| p.into_inner());
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     /// Start a new process on the same config file (same listen addresses), without waiting
     /// for it to be ready. The old one must be gone (see [`Gridlb::kill`]).
     pub fn respawn(&mut self, launch: &Launch) {
-        self.child = spawn_gridlb(&self.config_path, &self.log_path, launch);
+        *self.child() = spawn_gridlb(&self.config_path, &self.log_path, launch);
     }
 
     /// Whether the process is still running.
-    pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+    pub fn is_running(&self) -> bool {
+        matches!(self.child().try_wait(), Ok(None))
     }
 
     /// Everything the process (and its respawns) logged so far.
@@ -233,8 +235,7 @@ impl Drop for Gridlb {
         if std::thread::panicking() {
             eprintln!("--- gridlb log ({}) ---\n{}", self.listen, self.log());
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
         let _ = std::fs::remove_file(&self.config_path);
         let _ = std::fs::remove_file(&self.log_path);
     }
