@@ -18,7 +18,9 @@ use gridlb::metrics::Metrics;
 use gridlb::selection::Rng;
 use gridlb::table::{Offer, Report, SubstationState};
 use gridlb_protocol::{ChargeRequest, HeaderReport, LoadReport, ReportVersion};
-use gridlb_test_support::fixtures::{SubSpec, algorithm, grid_config, requests, sub_spec};
+use gridlb_test_support::fixtures::{
+    SubSpec, algorithm, grid_config, report_versions, requests, sub_spec,
+};
 use proptest::prelude::*;
 use std::sync::Arc;
 use std::time::Instant;
@@ -39,7 +41,7 @@ fn report(epoch: u64, seq: u64) -> Report {
 }
 
 fn versions() -> impl Strategy<Value = Vec<(u64, u64)>> {
-    proptest::collection::vec((0u64..4, 0u64..60), 1..60)
+    report_versions(4, 60, 1..60)
 }
 
 proptest! {

@@ -1,6 +1,9 @@
 //! Proptest strategies for generated grids, shared by the selection properties next to the
 //! code (`proxy/src/grid/tests.rs`) and in `proxy/tests/properties.rs`.
 //!
+//! Also the loads of requests ([`requests`]) and the versions of load reports as they might
+//! arrive ([`report_versions`]).
+//!
 //! A generated grid is a list of [`SubSpec`]: per substation, a report (load, capacity) or
 //! none yet, its health and whether it drains. [`grid_config`] writes the config of such a
 //! grid; the test then builds gridlb's own grid from it and applies the health and reports
@@ -51,6 +54,16 @@ pub fn requests(
     count: std::ops::Range<usize>,
 ) -> impl Strategy<Value = Vec<f64>> {
     proptest::collection::vec(kw, count)
+}
+
+/// Report versions `(epoch, seq)` as they might arrive, in any order and with repeats:
+/// `count` of them, epochs below `epochs`, seqs below `seqs`.
+pub fn report_versions(
+    epochs: u64,
+    seqs: u64,
+    count: std::ops::Range<usize>,
+) -> impl Strategy<Value = Vec<(u64, u64)>> {
+    proptest::collection::vec((0..epochs, 0..seqs), count)
 }
 
 /// The config of a generated grid: substation `s<i>` at `127.0.0.1:<first_port + i>` with
