@@ -6,22 +6,18 @@ use gridlb::config::Config;
 use gridlb::metrics::Metrics;
 use gridlb::server::{self, Options};
 use gridlb_bench::client::Client;
+use gridlb_test_support::config::{GridlbConfig, Probe};
+use gridlb_test_support::ports::free_port;
+use gridlb_test_support::wait::wait_every;
 use pingora_core::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
 use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::watch;
 
 async fn substation(name: &str, capacity_kw: f64) -> substation::Server {
-    substation::Server::start(substation::Config {
-        id: name.to_string(),
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        capacity_kw,
-        time_scale: 1.0,
-    })
-    .await
-    .expect("substation starts on a free port")
+    gridlb_test_support::launch::substation(name, capacity_kw, 1.0).await
 }
 
 /// Run `ev-demand` with `args`; its `--json` summary.
@@ -60,13 +56,12 @@ fn gridlb(
     std::thread::JoinHandle<()>,
 ) {
     let (listen, admin) = (free_port(), free_port());
-    let lines: String = subs
-        .iter()
-        .map(|(name, addr)| format!("  - {{ name: {name}, address: \"{addr}\" }}\n"))
-        .collect();
-    let yaml = format!(
-        "listen: \"{listen}\"\nadmin: {{ listen: \"{admin}\" }}\nsubstations:\n{lines}probe: {{ interval_ms: 100, timeout_ms: 80 }}\n"
-    );
+    let yaml = GridlbConfig::new()
+        .listen(listen)
+        .admin(admin)
+        .substations(subs)
+        .probe(Probe::every(100, 80))
+        .to_yaml();
     let config = Config::parse(&yaml).expect("valid config");
     let metrics = Arc::new(Metrics::new(&prometheus::Registry::new()).expect("fresh registry"));
     let (server, _parts) = server::build(
@@ -88,24 +83,18 @@ fn gridlb(
     (listen, admin, stop, thread)
 }
 
-fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-}
-
 async fn wait_ready(admin: SocketAddr) {
     let client = Client::new(Duration::from_secs(1));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Ok(a) = client.request(admin, "GET", "/readyz", &[], b"").await {
-            if a.status == 200 {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("gridlb was not ready in 20 s");
+    let ready = wait_every(
+        Duration::from_millis(50),
+        Duration::from_secs(20),
+        || async {
+            let answer = client.request(admin, "GET", "/readyz", &[], b"").await;
+            answer.is_ok_and(|a| a.status == 200)
+        },
+    )
+    .await;
+    assert!(ready.is_some(), "gridlb was not ready in 20 s");
 }
 
 async fn load_kw(addr: SocketAddr) -> f64 {

@@ -93,15 +93,19 @@ fn run(args: DemoArgs) -> anyhow::Result<()> {
         substations.push(side.block_on(substation::Server::start(config))?);
     }
     let (listen, admin) = (free_port()?, free_port()?);
-    let lines: Vec<String> = substations
+    // The config as data, written out as YAML (the same file a user would write).
+    let subs: Vec<serde_json::Value> = substations
         .iter()
-        .map(|s| format!("  - {{ name: {}, address: \"{}\" }}", s.state.id(), s.addr))
+        .map(|s| serde_json::json!({"name": s.state.id(), "address": s.addr.to_string()}))
         .collect();
-    let yaml = format!(
-        "listen: \"{listen}\"\nadmin: {{ listen: \"{admin}\" }}\nsubstations:\n{}\nprobe: {{ interval_ms: 200, timeout_ms: 150 }}\nselection: {{ algorithm: {} }}\n",
-        lines.join("\n"),
-        args.algorithm
-    );
+    let file = serde_json::json!({
+        "listen": listen.to_string(),
+        "admin": {"listen": admin.to_string()},
+        "substations": subs,
+        "probe": {"interval_ms": 200, "timeout_ms": 150},
+        "selection": {"algorithm": args.algorithm},
+    });
+    let yaml = serde_yaml::to_string(&file)?;
     let config = Config::parse(&yaml).map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
     let metrics = Arc::new(Metrics::new(prometheus::default_registry())?);
     let (server, parts) = server::build(

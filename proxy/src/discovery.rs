@@ -190,18 +190,19 @@ impl ServiceDiscovery for ConfigDiscovery {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gridlb_test_support::config::GridlbConfig;
 
     fn config(addresses: &[&str]) -> Config {
-        let subs: Vec<String> = addresses
+        let subs: Vec<(String, &str)> = addresses
             .iter()
             .enumerate()
-            .map(|(i, a)| format!("  - {{ name: s{i}, address: \"{a}\" }}"))
+            .map(|(i, a)| (format!("s{i}"), *a))
             .collect();
-        Config::parse(&format!(
-            "listen: 127.0.0.1:1\nsubstations:\n{}\n",
-            subs.join("\n")
-        ))
-        .expect("a valid config")
+        let yaml = GridlbConfig::new()
+            .listen("127.0.0.1:1")
+            .substations(&subs)
+            .to_yaml();
+        Config::parse(&yaml).expect("a valid config")
     }
 
     #[test]

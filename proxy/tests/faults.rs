@@ -4,10 +4,12 @@
 
 mod common;
 
-use common::{
-    Double, Launch, Proxy, Reply, SlowLink, entry, metric_sum, report_header, report_json,
-    substation, wait_until,
-};
+use common::{Proxy, entry, with_probe};
+use gridlb_test_support::config::{Probe, Upstream};
+use gridlb_test_support::http::{Double, Reply, SlowLink, report_header, report_json};
+use gridlb_test_support::launch::{Launch, substation};
+use gridlb_test_support::prom::sum as metric_sum;
+use gridlb_test_support::wait::wait_until;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
@@ -51,6 +53,7 @@ fn steady_load(
                         substation: a.header("x-gridlb-substation").map(str::to_string),
                         body: String::from_utf8_lossy(&a.body).into_owned(),
                     });
+                    // Paces the load: a steady stream, not a flood.
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 out
@@ -70,8 +73,7 @@ async fn field(proxy: &Proxy, name: &str, key: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_substation_fails_no_request_that_never_reached_it_and_returns_with_a_new_epoch() {
-    let probes =
-        "probe: { interval_ms: 200, timeout_ms: 150, unhealthy_after: 2, healthy_after: 1 }";
+    let probes = with_probe(Probe::every(200, 150).unhealthy_after(2).healthy_after(1));
     let (interval, timeout, unhealthy_after) = (200u64, 150u64, 2u64);
     let mut subs = vec![
         substation("s1", 100_000.0, 1.0).await,
@@ -90,6 +92,7 @@ async fn killed_substation_fails_no_request_that_never_reached_it_and_returns_wi
     let stop = Arc::new(AtomicBool::new(false));
     let workers = 3;
     let load = steady_load(Arc::clone(&proxy), workers, Arc::clone(&stop));
+    // Real time under load before the kill, so that requests are in flight at s1.
     tokio::time::sleep(Duration::from_millis(400)).await;
 
     // Hard kill: the port closes and every connection drops, like a killed process.
@@ -112,6 +115,7 @@ async fn killed_substation_fails_no_request_that_never_reached_it_and_returns_wi
         metric_sum(&page, "gridlb_substation_healthy", &[("substation", "s2")]),
         1.0
     );
+    // Real time under load with s1 down, before it comes back.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // It comes back on the same address: a new process, a new epoch, an empty ledger.
@@ -141,7 +145,10 @@ async fn killed_substation_fails_no_request_that_never_reached_it_and_returns_wi
         ),
         1.0
     );
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    wait_until(Duration::from_millis(400), || async {
+        s1.state.report().active_sessions > 0
+    })
+    .await;
     stop.store(true, SeqCst);
     let outcomes = load.await.expect("load");
 
@@ -226,10 +233,15 @@ async fn latencies(proxy: &Proxy, n: usize, tag: &str) -> Vec<Duration> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_substation_is_taken_out_and_does_not_slow_the_others() {
     let (interval, timeout, unhealthy_after) = (600u64, 500u64, 2u64);
-    let settings = format!(
-        "probe: {{ interval_ms: {interval}, timeout_ms: {timeout}, unhealthy_after: {unhealthy_after}, healthy_after: 1 }}\n\
-         upstream: {{ connect_timeout_ms: 500, read_timeout_ms: 400 }}\n"
-    );
+    let settings = with_probe(
+        Probe::every(interval, timeout)
+            .unhealthy_after(unhealthy_after)
+            .healthy_after(1),
+    )
+    .upstream(Upstream {
+        connect_timeout_ms: Some(500),
+        read_timeout_ms: Some(400),
+    });
     let s = [
         substation("s1", 1000.0, 1.0).await,
         substation("s2", 1000.0, 1.0).await,
@@ -237,12 +249,12 @@ async fn slow_substation_is_taken_out_and_does_not_slow_the_others() {
     let slow = Arc::new(AtomicBool::new(false));
     let double = stalling_substation("slow", Arc::clone(&slow)).await;
     let healthy = [("s1", s[0].addr), ("s2", s[1].addr)];
-    let proxy = Proxy::start(&healthy, &settings).await;
+    let proxy = Proxy::start(&healthy, settings.clone()).await;
     let without = latencies(&proxy, 30, "before").await;
 
     // Add the fake; once it has reported (empty, so the most attractive), it stalls.
     let all = [healthy[0], healthy[1], ("slow", double.addr)];
-    proxy.write_config(&proxy.yaml(&all, &settings));
+    proxy.write_config(&proxy.yaml(&all, settings));
     assert_eq!(proxy.reload().await.status, 200);
     wait_until(Duration::from_secs(3), || async {
         field(&proxy, "slow", "report").await.is_object()
@@ -387,13 +399,30 @@ async fn hostile_probe_reports_are_rejected_by_reason_and_their_substations_get_
         .collect();
     subs.push(("broken", broken.addr));
     subs.push(("good", good.addr));
-    let mut proxy = Proxy::start(
+    let proxy = Proxy::start(
         &subs,
         // Timeouts generous enough for a loaded machine: the liars fail on content alone.
-        "probe: { interval_ms: 250, timeout_ms: 200, unhealthy_after: 2, healthy_after: 1 }",
+        with_probe(Probe::every(250, 200).unhealthy_after(2).healthy_after(1)),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    let probed_twice = |page: &str| {
+        cases.iter().all(|(name, _, reason)| {
+            let labels = [
+                ("substation", *name),
+                ("source", "probe"),
+                ("reason", *reason),
+            ];
+            metric_sum(page, "gridlb_reports_rejected_total", &labels) >= 2.0
+        }) && metric_sum(
+            page,
+            "gridlb_probe_failures_total",
+            &[("substation", "broken"), ("reason", "status")],
+        ) >= 2.0
+    };
+    wait_until(Duration::from_millis(700), || async {
+        probed_twice(&proxy.metrics().await)
+    })
+    .await;
 
     for i in 0..20 {
         let a = proxy.charge(&format!("ev-{i}"), 5.0, 3600.0).await;
@@ -498,11 +527,7 @@ async fn hostile_header_reports_are_rejected_and_never_replace_the_probed_one() 
         .header("x-substation-load", value)
     })
     .await;
-    let mut proxy = Proxy::start(
-        &[("h", double.addr)],
-        "probe: { interval_ms: 200, timeout_ms: 180 }",
-    )
-    .await;
+    let proxy = Proxy::start(&[("h", double.addr)], with_probe(Probe::every(200, 180))).await;
     for i in 0..n + 1 {
         let a = proxy.charge(&format!("ev-{i}"), 1.0, 60.0).await;
         assert_eq!(a.status, 201, "answer {i}: {:?}", a.body);
@@ -584,7 +609,7 @@ async fn delayed_and_reordered_reports_never_move_the_view_backwards() {
     let proxy = Arc::new(
         Proxy::start(
             &[("r", double.addr)],
-            "probe: { interval_ms: 30, timeout_ms: 25, unhealthy_after: 100 }",
+            with_probe(Probe::every(30, 25).unhealthy_after(100)),
         )
         .await,
     );
@@ -602,6 +627,7 @@ async fn delayed_and_reordered_reports_never_move_the_view_backwards() {
                 ) {
                     seen.lock().expect("not poisoned").push((e, s, l));
                 }
+                // The sampling rate of the view.
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         })
@@ -617,6 +643,8 @@ async fn delayed_and_reordered_reports_never_move_the_view_backwards() {
             }
         })
     };
+    // Two phases of real time, each many rounds of gridlb's probes (another process's timer):
+    // the old epoch, then the new one.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     switch.store(true, SeqCst);
     tokio::time::sleep(Duration::from_millis(1200)).await;
@@ -668,7 +696,7 @@ async fn a_retry_with_the_same_idempotency_key_books_one_session() {
     ];
     let proxy = Proxy::start(
         &[("s1", s[0].addr), ("s2", s[1].addr), ("s3", s[2].addr)],
-        "probe: { interval_ms: 200, timeout_ms: 180 }",
+        with_probe(Probe::every(200, 180)),
     )
     .await;
     let key = [("idempotency-key", "charge-ev-7-attempt")];
@@ -715,7 +743,7 @@ async fn restarted_proxy_rebuilds_its_view_from_probes_before_it_is_ready() {
         ("s2", links[1].addr),
         ("s3", links[2].addr),
     ];
-    let probes = "probe: { interval_ms: 2000, timeout_ms: 1500 }";
+    let probes = with_probe(Probe::every(2000, 1500));
     let mut proxy = Proxy::start(&subs, probes).await;
     for i in 0..9 {
         assert_eq!(
@@ -766,6 +794,7 @@ async fn restarted_proxy_rebuilds_its_view_from_probes_before_it_is_ready() {
                 break;
             }
         }
+        // Polls readiness, recording each change of answer on the way.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(statuses, vec![503, 200], "readiness after the restart");
@@ -805,6 +834,7 @@ async fn jammable_substation(name: &'static str, jam: Arc<AtomicBool>) -> Socket
     tokio::spawn(async move {
         loop {
             if jam.load(SeqCst) {
+                // Jammed: accept nothing, look again later.
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -842,8 +872,10 @@ async fn unreachable_substation_costs_one_connect_timeout_and_the_session_goes_e
     let jammed = jammable_substation("jammed", Arc::clone(&jam)).await;
     let proxy = Proxy::start(
         &[("s1", s1.addr), ("jammed", jammed)],
-        "probe: { interval_ms: 5000, timeout_ms: 1000 }\n\
-         upstream: { connect_timeout_ms: 300, read_timeout_ms: 5000 }\n",
+        with_probe(Probe::every(5000, 1000)).upstream(Upstream {
+            connect_timeout_ms: Some(300),
+            read_timeout_ms: Some(5000),
+        }),
     )
     .await;
     wait_until(Duration::from_secs(3), || async {
@@ -853,6 +885,7 @@ async fn unreachable_substation_costs_one_connect_timeout_and_the_session_goes_e
     .expect("the fake reported");
     // Stop accepting and fill the accept queue: new connections now hang in the handshake.
     jam.store(true, SeqCst);
+    // The accept loop sees `jam` within its 50 ms accept timeout; nothing shows when it has.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut fillers = Vec::new();
     for _ in 0..4 {

@@ -6,23 +6,20 @@
 
 mod common;
 
-use common::{Proxy, book_direct, entry, substation};
-use std::time::{Duration, Instant};
+use common::{Proxy, book_direct, entry, with_probe};
+use gridlb_test_support::config::{GridlbConfig, Probe};
+use gridlb_test_support::launch::substation;
+use gridlb_test_support::prom::value as series;
+use gridlb_test_support::wait::wait_every;
+use std::cell::RefCell;
+use std::time::Duration;
 
-const FAST_PROBES: &str =
-    "probe: { interval_ms: 100, timeout_ms: 80, unhealthy_after: 2, healthy_after: 1 }";
+fn fast_probes() -> GridlbConfig {
+    with_probe(Probe::every(100, 80).unhealthy_after(2).healthy_after(1))
+}
 /// Probes rare enough that a test can act between two of them.
-const SLOW_PROBES: &str = "probe: { interval_ms: 5000, timeout_ms: 1000 }";
-
-/// The value of one series, `None` when the page does not have it.
-fn series(page: &str, name: &str) -> Option<f64> {
-    page.lines().find_map(|line| {
-        line.strip_prefix(name)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
+fn slow_probes() -> GridlbConfig {
+    with_probe(Probe::every(5000, 1000))
 }
 
 fn value(page: &str, name: &str) -> f64 {
@@ -31,14 +28,19 @@ fn value(page: &str, name: &str) -> f64 {
 
 /// Poll `/metrics` until `done` holds (at most 5 s); returns the last page.
 async fn metrics_until(proxy: &Proxy, done: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let page = proxy.metrics().await;
-        if done(&page) || Instant::now() > deadline {
-            return page;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let last = RefCell::new(String::new());
+    wait_every(
+        Duration::from_millis(50),
+        Duration::from_secs(5),
+        || async {
+            let page = proxy.metrics().await;
+            let held = done(&page);
+            *last.borrow_mut() = page;
+            held
+        },
+    )
+    .await;
+    last.into_inner()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,7 +51,7 @@ async fn metrics_count_sessions_and_refusals_by_substation_and_by_the_proxy() {
     ];
     let proxy = Proxy::start(
         &[("big", subs[0].addr), ("small", subs[1].addr)],
-        SLOW_PROBES,
+        slow_probes(),
     )
     .await;
 
@@ -168,7 +170,7 @@ async fn reloads_are_counted_and_a_removed_substation_leaves_no_series() {
         ("s2", subs[1].addr),
         ("s3", subs[2].addr),
     ];
-    let proxy = Proxy::start(&all, FAST_PROBES).await;
+    let proxy = Proxy::start(&all, fast_probes()).await;
     for i in 0..6 {
         assert_eq!(
             proxy.charge(&format!("ev-{i}"), 11.0, 3600.0).await.status,
@@ -197,8 +199,9 @@ async fn reloads_are_counted_and_a_removed_substation_leaves_no_series() {
         "a failed reload changes nothing"
     );
 
+    // The reload timestamp is gridlb's wall clock: let it move past `started_ok`.
     tokio::time::sleep(Duration::from_millis(20)).await;
-    proxy.write_config(&proxy.yaml(&all[..2], FAST_PROBES));
+    proxy.write_config(&proxy.yaml(&all[..2], fast_probes()));
     assert_eq!(proxy.admin_post("/reload").await.status, 200);
     let page = metrics_until(&proxy, |p| !p.contains("substation=\"s3\"")).await;
     assert!(value(&page, "gridlb_config_reloads_total{result=\"success\"}") >= 1.0);
@@ -220,7 +223,7 @@ async fn a_substation_that_stops_answering_is_reported_down_with_the_reason() {
         substation("up", 100.0, 1.0).await,
         substation("down", 100.0, 1.0).await,
     ];
-    let proxy = Proxy::start(&[("up", up.addr), ("down", down.addr)], FAST_PROBES).await;
+    let proxy = Proxy::start(&[("up", up.addr), ("down", down.addr)], fast_probes()).await;
     down.shutdown().await;
     let page = metrics_until(&proxy, |p| {
         series(p, "gridlb_substation_healthy{substation=\"down\"}") == Some(0.0)
@@ -253,7 +256,7 @@ async fn a_substation_that_stops_answering_is_reported_down_with_the_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_page_is_one_self_contained_html_page_fed_by_status() {
     let s1 = substation("s1", 100.0, 1.0).await;
-    let proxy = Proxy::start(&[("s1", s1.addr)], FAST_PROBES).await;
+    let proxy = Proxy::start(&[("s1", s1.addr)], fast_probes()).await;
     let page = proxy.admin_get("/").await;
     assert_eq!(page.status, 200);
     assert_eq!(

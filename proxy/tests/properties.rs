@@ -19,6 +19,9 @@ use gridlb::selection::Rng;
 use gridlb::server::Parts;
 use gridlb::table::{Offer, Report, SubstationState};
 use gridlb_protocol::{ChargeRequest, HeaderReport, LoadReport, ReportVersion};
+use gridlb_test_support::fixtures::{
+    SubSpec, algorithm, grid_config, report_versions, requests, sub_spec,
+};
 use proptest::prelude::*;
 use std::sync::Arc;
 use tokio::time::Instant;
@@ -39,7 +42,7 @@ fn report(epoch: u64, seq: u64) -> Report {
 }
 
 fn versions() -> impl Strategy<Value = Vec<(u64, u64)>> {
-    proptest::collection::vec((0u64..4, 0u64..60), 1..60)
+    report_versions(4, 60, 1..60)
 }
 
 proptest! {
@@ -143,39 +146,17 @@ proptest! {
     }
 }
 
-/// One generated substation: a report (load, capacity) or none, healthy, draining.
-type Sub = (Option<(f64, f64)>, bool, bool);
-
-fn sub() -> impl Strategy<Value = Sub> {
-    (
-        proptest::option::weighted(
-            0.9,
-            (0.0f64..1.0, 10.0f64..1000.0).prop_map(|(f, cap)| (f * cap, cap)),
-        ),
-        proptest::bool::weighted(0.85),
-        proptest::bool::weighted(0.15),
-    )
+/// One generated substation, 90% of them with a report.
+fn sub() -> impl Strategy<Value = SubSpec> {
+    sub_spec(0.9)
 }
 
 fn grid(
-    subs: &[Sub],
+    subs: &[SubSpec],
     algorithm: &str,
     max_utilization: f64,
 ) -> (tokio::runtime::Runtime, Arc<Admission>) {
-    let lines: String = subs
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            format!(
-                "  - {{ name: s{i}, address: \"127.0.0.1:{}\", drain: {} }}\n",
-                30000 + i,
-                s.2
-            )
-        })
-        .collect();
-    let yaml = format!(
-        "listen: 127.0.0.1:1\nsubstations:\n{lines}selection: {{ algorithm: {algorithm}, max_utilization: {max_utilization} }}\n"
-    );
+    let yaml = grid_config(subs, algorithm, max_utilization, 30000).to_yaml();
     let config = Config::parse(&yaml).expect("generated config is valid");
     let metrics = Arc::new(Metrics::new(&prometheus::Registry::new()).expect("fresh registry"));
     let grid = Parts::new(config, None, metrics, Rng::seeded(7))
@@ -187,8 +168,8 @@ fn grid(
         .expect("runtime");
     rt.block_on(grid.pool().update_membership());
     for (s, live) in subs.iter().zip(&grid.table().snapshot().substations) {
-        live.state.set_healthy(s.1);
-        if let Some((load_kw, capacity_kw)) = s.0 {
+        live.state.set_healthy(s.healthy);
+        if let Some((load_kw, capacity_kw)) = s.report {
             live.state.offer(Report {
                 version: ReportVersion { epoch: 1, seq: 1 },
                 load_kw,
@@ -222,7 +203,7 @@ proptest! {
     #[test]
     fn least_load_chooses_a_lowest_utilisation_after_the_request(
         subs in proptest::collection::vec(sub(), 1..8),
-        requests in proptest::collection::vec(0.5f64..200.0, 1..20),
+        requests in requests(0.5..200.0, 1..20),
         max_utilization in 0.5f64..=1.0,
     ) {
         let (_rt, grid) = grid(&subs, "least-load", max_utilization);
@@ -247,7 +228,7 @@ proptest! {
     fn retries_offer_every_substation_with_room_exactly_once(
         subs in proptest::collection::vec(sub(), 1..8),
         kw in 0.5f64..100.0,
-        algorithm in proptest::sample::select(vec!["least-load", "p2c", "round-robin", "random"]),
+        algorithm in algorithm(),
     ) {
         let (_rt, grid) = grid(&subs, algorithm, 1.0);
         let mut expected: Vec<String> = with_room(&grid, kw, 1.0).into_iter().map(|c| c.0).collect();

@@ -2,14 +2,20 @@
 
 mod common;
 
-use common::{Proxy, book_direct, entry, metric, substation};
+use common::{Proxy, book_direct, config, entry, with_probe};
+use gridlb_test_support::config::{GridlbConfig, Probe, Selection, Substation};
+use gridlb_test_support::launch::substation;
+use gridlb_test_support::ports::free_port;
+use gridlb_test_support::prom::metric;
+use gridlb_test_support::wait::{wait_every, wait_until};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-const PROBES: &str =
-    "probe: { interval_ms: 200, timeout_ms: 150, unhealthy_after: 1, healthy_after: 1 }\n";
+fn probes() -> GridlbConfig {
+    with_probe(Probe::every(200, 150).unhealthy_after(1).healthy_after(1))
+}
 
 /// Sessions sent through the proxy until `stop`, 4 at a time; returns every non-201 answer.
 fn steady_load(
@@ -60,44 +66,40 @@ async fn dozens_of_reloads_under_load_fail_no_request() {
         ("s3", s[2].addr),
         ("s4", s[3].addr),
     ];
-    let proxy = Arc::new(Proxy::start(&base, PROBES).await);
+    let proxy = Arc::new(Proxy::start(&base, probes()).await);
     let p = &proxy;
-    let weights = format!(
-        "listen: \"{}\"\nadmin: {{ listen: \"{}\" }}\nsubstations:\n  - {{ name: s1, address: \"{}\", weight: 5 }}\n  - {{ name: s2, address: \"{}\" }}\n  - {{ name: s3, address: \"{}\", weight: 2 }}\n{PROBES}",
-        p.listen, p.admin, s[0].addr, s[1].addr, s[2].addr
-    );
+    let weights = probes()
+        .push(Substation::new("s1", s[0].addr).weight(5))
+        .substation("s2", s[1].addr)
+        .push(Substation::new("s3", s[2].addr).weight(2));
+    let mut drained = weights.clone();
+    drained.substation_mut("s3").drain = Some(true);
     let valid: Vec<String> = vec![
-        p.yaml(&with4, PROBES),
-        p.yaml(&base, PROBES),
-        weights.clone(),
-        p.yaml(&base, &format!("{PROBES}selection: {{ algorithm: p2c }}")),
+        p.yaml(&with4, probes()),
+        p.yaml(&base, probes()),
+        p.config_text(&weights),
+        p.yaml(&base, probes().selection(Selection::algorithm("p2c"))),
         p.yaml(
             &base,
-            &format!("{PROBES}selection: {{ algorithm: round-robin }}"),
+            probes().selection(Selection::algorithm("round-robin")),
         ),
-        p.yaml(
-            &base,
-            &format!("{PROBES}selection: {{ algorithm: random }}"),
-        ),
-        weights.replace("weight: 2 }", "weight: 2, drain: true }"),
+        p.yaml(&base, probes().selection(Selection::algorithm("random"))),
+        p.config_text(&drained),
         p.yaml(
             &with4,
-            &format!("{PROBES}selection: {{ algorithm: least-load, max_utilization: 0.9 }}"),
+            probes().selection(Selection::algorithm("least-load").max_utilization(0.9)),
         ),
     ];
     let invalid: Vec<String> = vec![
         "listen: [not closed".to_string(),
-        p.yaml(&base, PROBES).replace("probe:", "prob:"),
-        p.yaml(&base, PROBES)
+        p.yaml(&base, probes()).replace("probe:", "prob:"),
+        p.yaml(&base, probes())
             .replace(&s[1].addr.to_string(), "nowhere:port"),
-        p.yaml(&base, PROBES).replace("name: s2", "name: s1"),
-        format!(
-            "listen: \"{}\"\nadmin: {{ listen: \"{}\" }}\nsubstations: []\n",
-            p.listen, p.admin
-        ),
+        p.yaml(&base, probes()).replace("name: s2", "name: s1"),
+        p.config_text(&GridlbConfig::new()),
         p.yaml(
             &base,
-            &format!("{PROBES}selection: {{ max_utilization: 1.5 }}"),
+            probes().selection(Selection::default().max_utilization(1.5)),
         ),
     ];
 
@@ -127,6 +129,7 @@ async fn dozens_of_reloads_under_load_fail_no_request() {
                 );
                 refused += 1;
             }
+            // Paces the reloads so that the load runs between them.
             tokio::time::sleep(Duration::from_millis(40)).await;
         }
     }
@@ -155,24 +158,23 @@ async fn added_substation_takes_sessions_within_two_probe_intervals() {
         substation("s1", 100.0, 1.0).await,
         substation("s2", 100.0, 1.0).await,
     ];
-    let probes = "probe: { interval_ms: 500, timeout_ms: 200 }\n";
-    let proxy = Proxy::start(&[("s1", s[0].addr)], probes).await;
+    let probes = with_probe(Probe::every(500, 200));
+    let proxy = Proxy::start(&[("s1", s[0].addr)], probes.clone()).await;
     assert_eq!(book_direct(s[0].addr, 50.0).await.status, 201);
     proxy.write_config(&proxy.yaml(&[("s1", s[0].addr), ("s2", s[1].addr)], probes));
     let reloaded = Instant::now();
     assert_eq!(proxy.reload().await.status, 200);
-    loop {
+    let limit = Duration::from_secs(1).saturating_sub(reloaded.elapsed());
+    let took = wait_until(limit, || async {
         let a = proxy.charge("ev", 1.0, 600.0).await;
         assert_eq!(a.status, 201);
-        if a.header("x-gridlb-substation") == Some("s2") {
-            break;
-        }
-        assert!(
-            reloaded.elapsed() < Duration::from_secs(1),
-            "s2 took no session within two probe intervals"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        a.header("x-gridlb-substation") == Some("s2")
+    })
+    .await;
+    assert!(
+        took.is_some(),
+        "s2 took no session within two probe intervals"
+    );
 }
 
 async fn routed_to(proxy: &Proxy, n: usize) -> Vec<String> {
@@ -192,7 +194,7 @@ async fn drained_and_removed_substations_take_no_new_sessions() {
         substation("s2", 1000.0, 1.0).await,
     ];
     let both = [("s1", s[0].addr), ("s2", s[1].addr)];
-    let proxy = Proxy::start(&both, PROBES).await;
+    let proxy = Proxy::start(&both, probes()).await;
     assert!(routed_to(&proxy, 20).await.contains(&"s2".to_string()));
 
     // Drained on the admin API: still probed and shown, no new sessions; holds across a reload.
@@ -204,7 +206,15 @@ async fn drained_and_removed_substations_take_no_new_sessions() {
     assert!(!routed_to(&proxy, 20).await.contains(&"s2".to_string()));
     assert_eq!(proxy.reload().await.status, 200);
     assert!(!routed_to(&proxy, 10).await.contains(&"s2".to_string()));
-    tokio::time::sleep(Duration::from_millis(450)).await;
+    let probes_of_s2 = || async {
+        entry(&proxy.status().await, "s2")["probes"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    wait_until(Duration::from_millis(450), || async {
+        probes_of_s2().await > probes_before
+    })
+    .await;
     let status = proxy.status().await;
     assert_eq!(entry(&status, "s2")["draining"], true);
     assert!(
@@ -222,15 +232,14 @@ async fn drained_and_removed_substations_take_no_new_sessions() {
     );
 
     // Drained by config.
-    proxy.write_config(&proxy.yaml(&both, PROBES).replace(
-        &format!("address: \"{}\" }}", s[1].addr),
-        &format!("address: \"{}\", drain: true }}", s[1].addr),
-    ));
+    let mut drained = config(&both, &probes());
+    drained.substation_mut("s2").drain = Some(true);
+    proxy.rewrite(&drained);
     assert_eq!(proxy.reload().await.status, 200);
     assert!(!routed_to(&proxy, 20).await.contains(&"s2".to_string()));
 
     // Removed: gone from /status and from /metrics.
-    proxy.write_config(&proxy.yaml(&both[..1], PROBES));
+    proxy.write_config(&proxy.yaml(&both[..1], probes()));
     assert_eq!(proxy.reload().await.status, 200);
     assert!(!routed_to(&proxy, 20).await.contains(&"s2".to_string()));
     let status = proxy.status().await;
@@ -250,7 +259,7 @@ async fn invalid_file_leaves_routing_exactly_as_it_was() {
     let subs = [("s1", s[0].addr), ("s2", s[1].addr)];
     let proxy = Proxy::start(
         &subs,
-        &format!("{PROBES}selection: {{ algorithm: round-robin }}"),
+        probes().selection(Selection::algorithm("round-robin")),
     )
     .await;
     let shape = |status: &serde_json::Value| {
@@ -276,10 +285,9 @@ async fn invalid_file_leaves_routing_exactly_as_it_was() {
         )
     };
     let before = shape(&proxy.status().await);
-    proxy.write_config(&proxy.yaml(&subs, PROBES).replace(
-        &format!("name: s2, address: \"{}\"", s[1].addr),
-        "name: s2, address: \"x:y\"",
-    ));
+    let mut broken = config(&subs, &probes());
+    broken.substation_mut("s2").address = "x:y".into();
+    proxy.rewrite(&broken);
     let a = proxy.reload().await;
     assert_eq!(a.status, 422);
     assert_eq!(a.json()["path"], "substations[1].address");
@@ -313,12 +321,14 @@ async fn weight_change_keeps_health_and_report() {
         substation("s1", 1000.0, 1.0).await,
         substation("s2", 1000.0, 1.0).await,
     ];
-    let dead: SocketAddr = common::free_port();
+    let dead: SocketAddr = free_port();
     let subs = [("s1", s[0].addr), ("s2", s[1].addr), ("down", dead)];
-    let slow =
-        "probe: { interval_ms: 300, timeout_ms: 100, unhealthy_after: 1, healthy_after: 1 }\n";
-    let proxy = Proxy::start(&subs, slow).await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    let slow = with_probe(Probe::every(300, 100).unhealthy_after(1).healthy_after(1));
+    let proxy = Proxy::start(&subs, slow.clone()).await;
+    wait_until(Duration::from_millis(400), || async {
+        entry(&proxy.status().await, "down")["ready"] == false
+    })
+    .await;
     let before = proxy.status().await;
     assert_eq!(
         entry(&before, "down")["ready"],
@@ -326,10 +336,9 @@ async fn weight_change_keeps_health_and_report() {
         "a substation nobody listens at is not ready"
     );
     let seq_before = entry(&before, "s1")["report"]["seq"].clone();
-    proxy.write_config(&proxy.yaml(&subs, slow).replace(
-        &format!("address: \"{dead}\" }}"),
-        &format!("address: \"{dead}\", weight: 3 }}"),
-    ));
+    let mut heavier = config(&subs, &slow);
+    heavier.substation_mut("down").weight = Some(3);
+    proxy.rewrite(&heavier);
     assert_eq!(proxy.reload().await.status, 200);
     let after = proxy.status().await;
     assert_eq!(entry(&after, "down")["weight"], 3);
@@ -349,24 +358,26 @@ async fn weight_change_keeps_health_and_report() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_change_and_sighup_reload_without_an_api_call() {
     let s = [substation("s1", 1000.0, 1.0).await];
-    let proxy = Proxy::start(&[("s1", s[0].addr)], PROBES).await;
+    let proxy = Proxy::start(&[("s1", s[0].addr)], probes()).await;
     proxy.write_config(&proxy.yaml(
         &[("s1", s[0].addr)],
-        &format!("{PROBES}selection: {{ algorithm: p2c }}"),
+        probes().selection(Selection::algorithm("p2c")),
     ));
     wait_for(&proxy, |st| st["algorithm"] == "p2c").await;
 
     // SIGHUP: the log says which trigger reloaded.
     proxy.signal("HUP");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !proxy.log().contains("config reload (SIGHUP)") {
-        assert!(
-            Instant::now() < deadline,
-            "SIGHUP did not reload:\n{}",
-            proxy.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let reloaded = wait_every(
+        Duration::from_millis(50),
+        Duration::from_secs(5),
+        || async { proxy.log().contains("config reload (SIGHUP)") },
+    )
+    .await;
+    assert!(
+        reloaded.is_some(),
+        "SIGHUP did not reload:\n{}",
+        proxy.log()
+    );
     assert_eq!(
         proxy.charge("ev", 1.0, 60.0).await.status,
         201,
@@ -375,28 +386,27 @@ async fn file_change_and_sighup_reload_without_an_api_call() {
 }
 
 async fn wait_for(proxy: &Proxy, done: impl Fn(&serde_json::Value) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if done(&proxy.status().await) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the file change was not applied:\n{}",
-            proxy.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let applied = wait_every(
+        Duration::from_millis(50),
+        Duration::from_secs(5),
+        || async { done(&proxy.status().await) },
+    )
+    .await;
+    assert!(
+        applied.is_some(),
+        "the file change was not applied:\n{}",
+        proxy.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listen_addresses_cannot_change_at_run_time() {
     let s = [substation("s1", 1000.0, 1.0).await];
-    let proxy = Proxy::start(&[("s1", s[0].addr)], PROBES).await;
+    let proxy = Proxy::start(&[("s1", s[0].addr)], probes()).await;
     let moved = proxy
-        .yaml(&[("s1", s[0].addr)], PROBES)
-        .replace(&proxy.listen.to_string(), &common::free_port().to_string());
-    proxy.write_config(&moved);
+        .with_addresses(&config(&[("s1", s[0].addr)], &probes()))
+        .listen(free_port());
+    proxy.write_config(&moved.to_yaml());
     let a = proxy.reload().await;
     assert_eq!(a.status, 422);
     assert_eq!(a.json()["path"], "listen");
@@ -416,7 +426,7 @@ async fn graceful_upgrade_under_load_fails_no_request() {
         substation("s1", 100_000.0, 1000.0).await,
         substation("s2", 100_000.0, 1000.0).await,
     ];
-    let mut old = Proxy::start(&[("s1", s[0].addr), ("s2", s[1].addr)], PROBES).await;
+    let old = Proxy::start(&[("s1", s[0].addr), ("s2", s[1].addr)], probes()).await;
     let listen = old.listen;
     let stop = Arc::new(AtomicBool::new(false));
     // Fresh connections (`Connection: close`): a kept-alive connection to the old process
@@ -450,14 +460,17 @@ async fn graceful_upgrade_under_load_fails_no_request() {
             (sent, failures)
         })
     };
+    // Real time under load on the old process before the upgrade starts.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut new = old.spawn_upgrade();
+    // The new process gives no sign that it waits for the sockets: give it time to start.
     tokio::time::sleep(Duration::from_millis(500)).await;
     old.signal("QUIT");
     assert!(
         old.wait_exit(Duration::from_secs(15)),
         "the old process did not exit after SIGQUIT"
     );
+    // Real time under load on the new process alone.
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Relaxed);
     let (sent, failures) = load.await.expect("load task");

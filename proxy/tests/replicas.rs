@@ -2,12 +2,13 @@
 
 mod common;
 
-use common::{Proxy, substation};
+use common::{Proxy, with_probe};
 use gridlb_bench::demand::{SplitMix64, session};
 use gridlb_protocol::Power;
+use gridlb_test_support::config::Probe;
+use gridlb_test_support::launch::substation;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
-use std::time::Duration;
 
 /// Three replicas, nine concurrent clients, the grid filled to the last session.
 ///
@@ -29,10 +30,10 @@ async fn three_replicas_never_overbook_and_never_refuse_while_there_is_room() {
         ("s2", subs[1].addr),
         ("s3", subs[2].addr),
     ];
-    let probes = "probe: { interval_ms: 200, timeout_ms: 150 }\n";
+    let probes = with_probe(Probe::every(200, 150));
     let replicas = Arc::new(vec![
-        Proxy::start(&lines, probes).await,
-        Proxy::start(&lines, probes).await,
+        Proxy::start(&lines, probes.clone()).await,
+        Proxy::start(&lines, probes.clone()).await,
         Proxy::start(&lines, probes).await,
     ]);
     // Power (in W) each replica has in flight.
@@ -101,5 +102,4 @@ async fn three_replicas_never_overbook_and_never_refuse_while_there_is_room() {
         .sum();
     eprintln!("sessions per replica {per_replica:?}, {room:.1} kW of 1700 left");
     assert!(room < 0.1 * 1700.0, "{room} kW left unused in a full grid");
-    tokio::time::sleep(Duration::from_millis(10)).await;
 }

@@ -2,14 +2,19 @@
 
 mod common;
 
-use common::{Proxy, book_direct, book_direct_for, entry, metric, substation};
+use common::{Proxy, book_direct, book_direct_for, entry, with_probe};
+use gridlb_test_support::config::{GridlbConfig, Probe};
+use gridlb_test_support::launch::substation;
+use gridlb_test_support::prom::metric;
+use gridlb_test_support::wait::wait_until;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-const FAST_PROBES: &str =
-    "probe: { interval_ms: 100, timeout_ms: 80, unhealthy_after: 2, healthy_after: 1 }";
+fn fast_probes() -> GridlbConfig {
+    with_probe(Probe::every(100, 80).unhealthy_after(2).healthy_after(1))
+}
 
 fn utilisation(status: &serde_json::Value, name: &str) -> f64 {
     entry(status, name)["utilization"]
@@ -30,7 +35,7 @@ async fn sessions_spread_by_utilisation_over_unequal_substations() {
             ("s2", subs[1].addr),
             ("s3", subs[2].addr),
         ],
-        FAST_PROBES,
+        fast_probes(),
     )
     .await;
     let mut taken: BTreeMap<String, u32> = BTreeMap::new();
@@ -74,9 +79,12 @@ async fn substation_loaded_behind_the_proxys_back_is_avoided_after_the_next_prob
         substation("a", 100.0, 1.0).await,
         substation("b", 100.0, 1.0).await,
     ];
-    let proxy = Proxy::start(&[("a", subs[0].addr), ("b", subs[1].addr)], FAST_PROBES).await;
+    let proxy = Proxy::start(&[("a", subs[0].addr), ("b", subs[1].addr)], fast_probes()).await;
     assert_eq!(book_direct(subs[0].addr, 90.0).await.status, 201);
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    wait_until(Duration::from_millis(350), || async {
+        utilisation(&proxy.status().await, "a") >= 0.9
+    })
+    .await;
     assert!(
         utilisation(&proxy.status().await, "a") >= 0.9,
         "a probe has seen the direct booking"
@@ -98,7 +106,7 @@ async fn full_grid_gets_503_with_retry_after_from_the_proxy_after_every_fitting_
         substation("s2", 300.0, 1.0).await,
     ];
     let proxy = std::sync::Arc::new(
-        Proxy::start(&[("s1", subs[0].addr), ("s2", subs[1].addr)], FAST_PROBES).await,
+        Proxy::start(&[("s1", subs[0].addr), ("s2", subs[1].addr)], fast_probes()).await,
     );
     // 20 concurrent requests of 50 kW for 400 kW of capacity: exactly 8 fit.
     let answers = futures_join(20, |i| {
@@ -173,7 +181,7 @@ async fn substation_killed_between_probes_costs_no_client_an_error() {
     // Slow probes: the kill lands between two of them.
     let proxy = Proxy::start(
         &lines,
-        "probe: { interval_ms: 5000, timeout_ms: 500, unhealthy_after: 1, healthy_after: 1 }",
+        with_probe(Probe::every(5000, 500).unhealthy_after(1).healthy_after(1)),
     )
     .await;
     for i in 0..15 {
@@ -232,11 +240,7 @@ async fn late_report_with_a_lower_seq_changes_nothing() {
             });
         }
     });
-    let proxy = Proxy::start(
-        &[("f", addr)],
-        "probe: { interval_ms: 60000, timeout_ms: 500 }",
-    )
-    .await;
+    let proxy = Proxy::start(&[("f", addr)], with_probe(Probe::every(60000, 500))).await;
     assert_eq!(proxy.charge("ev", 1.0, 60.0).await.status, 201);
     let status = proxy.status().await;
     let report = &entry(&status, "f")["report"];
@@ -273,11 +277,7 @@ where
 async fn a_grid_that_looks_full_on_old_reports_is_probed_again_before_refusing() {
     let s = substation("s1", 100.0, 1.0).await;
     // Probes a minute apart: whatever the proxy knows between them comes from answers.
-    let proxy = Proxy::start(
-        &[("s1", s.addr)],
-        "probe: { interval_ms: 60000, timeout_ms: 500 }",
-    )
-    .await;
+    let proxy = Proxy::start(&[("s1", s.addr)], with_probe(Probe::every(60000, 500))).await;
     // A session booked behind the proxy's back fills the substation for one second; the
     // proxy learns it from the refusal of a request it then sends.
     assert_eq!(book_direct_for(s.addr, 100.0, 1.0).await.status, 201);
@@ -286,7 +286,11 @@ async fn a_grid_that_looks_full_on_old_reports_is_probed_again_before_refusing()
         entry(&proxy.status().await, "s1")["report"]["load_kw"],
         100.0
     );
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let ended = wait_until(Duration::from_secs(5), || async {
+        s.state.report().load_kw == 0.0
+    })
+    .await;
+    assert!(ended.is_some(), "the session of one second never ended");
     // The session has ended; the proxy's last report still says full.
     let answer = proxy.charge("late", 50.0, 60.0).await;
     assert_eq!(

@@ -4,10 +4,14 @@
 
 mod common;
 
-use common::{
-    Double, Launch, Proxy, Reply, free_port, raw_charge, raw_request, read_answer, report_header,
-    report_json, substation, wait_until,
+use common::{Proxy, with_probe};
+use gridlb_test_support::config::{Admin, GridlbConfig, Limits, Probe};
+use gridlb_test_support::http::{
+    Double, Reply, raw_charge, raw_request, read_answer, report_header, report_json,
 };
+use gridlb_test_support::launch::{Launch, binary, substation};
+use gridlb_test_support::ports::free_port;
+use gridlb_test_support::wait::{wait_blocking, wait_until};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -16,7 +20,9 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-const PROBES: &str = "probe: { interval_ms: 200, timeout_ms: 180 }\n";
+fn probes() -> GridlbConfig {
+    with_probe(Probe::every(200, 180))
+}
 const BODY: &str = r#"{"vehicle_id":"ev-1","power_kw":1.0,"duration_s":60}"#;
 
 /// A substation double that records what it receives and books everything; `/charge`
@@ -36,20 +42,23 @@ async fn recorder(name: &'static str, delay: Duration) -> Double {
     .await
 }
 
-fn token_launch(token: &str) -> Launch {
+/// Config sections with the admin token in a variable, and a launch that sets it.
+fn token_launch(token: &str) -> (GridlbConfig, Launch) {
     let var = format!("GRIDLB_TEST_TOKEN_{}", std::process::id());
-    Launch {
-        admin_extra: format!("token_env: {var}"),
+    let config = probes().admin_token_env(&var);
+    let launch = Launch {
         env: vec![(var, token.to_string())],
         log_level: Some("debug".into()),
-    }
+    };
+    (config, launch)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutating_admin_routes_need_the_token_and_it_is_never_shown() {
     let s = substation("s1", 1000.0, 1.0).await;
     let token = format!("tok-{}-x9Qz", std::process::id());
-    let proxy = Proxy::start_with(&[("s1", s.addr)], PROBES, &token_launch(&token)).await;
+    let (config, launch) = token_launch(&token);
+    let proxy = Proxy::start_with(&[("s1", s.addr)], config, &launch).await;
     let bearer = format!("Bearer {token}");
     let wrong = format!("Bearer {token}x");
     let mut shown = Vec::new();
@@ -93,24 +102,31 @@ async fn mutating_admin_routes_need_the_token_and_it_is_never_shown() {
     assert!(!log.contains(&token), "the token is in the log:\n{log}");
 }
 
-fn write_config(admin: &str) -> std::path::PathBuf {
+fn write_config(admin: Admin) -> std::path::PathBuf {
     let path = std::env::temp_dir().join(format!(
         "gridlb-sec-{}-{}.yaml",
         std::process::id(),
         free_port().port()
     ));
-    let text = format!(
-        "listen: \"{}\"\nadmin: {admin}\nsubstations:\n  - {{ name: s1, address: \"{}\" }}\n",
-        free_port(),
-        free_port()
-    );
-    std::fs::write(&path, text).expect("write config");
+    let mut config = GridlbConfig::new()
+        .listen(free_port())
+        .substation("s1", free_port());
+    config.admin = Some(admin);
+    std::fs::write(&path, config.to_yaml()).expect("write config");
     path
+}
+
+/// `admin: { listen: <listen>, token_env: <token_env> }`.
+fn admin(listen: String, token_env: Option<&str>) -> Admin {
+    Admin {
+        listen: Some(listen),
+        token_env: token_env.map(str::to_string),
+    }
 }
 
 /// Run `gridlb [args] --config path` to its end (at most 10 s); exit success and output.
 fn run_gridlb(args: &[&str], path: &std::path::Path, env: &[(&str, &str)]) -> (bool, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_gridlb"));
+    let mut command = Command::new(binary("gridlb"));
     command
         .args(args)
         .arg("--config")
@@ -121,14 +137,13 @@ fn run_gridlb(args: &[&str], path: &std::path::Path, env: &[(&str, &str)]) -> (b
         command.env(k, v);
     }
     let mut child = command.spawn().expect("spawn gridlb");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("gridlb kept running with {}", path.display());
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let ended = wait_blocking(Duration::from_millis(20), Duration::from_secs(10), || {
+        child.try_wait().expect("wait").is_some()
+    });
+    if !ended {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("gridlb kept running with {}", path.display());
     }
     let out = child.wait_with_output().expect("output");
     let text = format!(
@@ -144,14 +159,14 @@ fn a_public_admin_address_without_a_token_is_refused_at_start() {
     let var = format!("GRIDLB_TEST_EMPTY_{}", std::process::id());
     let port = free_port().port();
     for admin in [
-        format!("{{ listen: \"0.0.0.0:{port}\" }}"),
-        format!("{{ listen: \"0.0.0.0:{port}\", token_env: {var} }}"),
+        admin(format!("0.0.0.0:{port}"), None),
+        admin(format!("0.0.0.0:{port}"), Some(&var)),
     ] {
-        let path = write_config(&admin);
+        let path = write_config(admin.clone());
         for args in [&[][..], &["check"][..]] {
             // The variable is set but empty: no token either.
             let (ok, out) = run_gridlb(args, &path, &[(var.as_str(), "")]);
-            assert!(!ok, "gridlb {args:?} accepted admin {admin}:\n{out}");
+            assert!(!ok, "gridlb {args:?} accepted admin {admin:?}:\n{out}");
             assert!(
                 out.contains("admin.listen"),
                 "the message names admin.listen:\n{out}"
@@ -160,15 +175,13 @@ fn a_public_admin_address_without_a_token_is_refused_at_start() {
         let _ = std::fs::remove_file(&path);
     }
     // With a token it is allowed (checked only: nothing binds a public address here).
-    let path = write_config(&format!(
-        "{{ listen: \"0.0.0.0:{port}\", token_env: {var} }}"
-    ));
+    let path = write_config(admin(format!("0.0.0.0:{port}"), Some(&var)));
     let (ok, out) = run_gridlb(&["check"], &path, &[(var.as_str(), "s3cret")]);
     assert!(ok, "{out}");
     assert!(!out.contains("s3cret"), "check printed the token:\n{out}");
     let _ = std::fs::remove_file(&path);
     // And the default admin address is loopback.
-    let path = write_config("{}");
+    let path = write_config(Admin::default());
     let (ok, out) = run_gridlb(&["check"], &path, &[]);
     assert!(ok && out.contains("admin 127.0.0.1:9100"), "{out}");
     let _ = std::fs::remove_file(&path);
@@ -194,7 +207,7 @@ async fn victim() -> (SocketAddr, Arc<AtomicUsize>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn neither_host_nor_absolute_uri_sends_a_request_anywhere_else() {
     let s = substation("s1", 1000.0, 1.0).await;
-    let proxy = Proxy::start(&[("s1", s.addr)], PROBES).await;
+    let proxy = Proxy::start(&[("s1", s.addr)], probes()).await;
     let (v, hits) = victim().await;
     let host = v.to_string();
     let requests: Vec<(String, Vec<u8>)> = vec![
@@ -253,6 +266,7 @@ async fn neither_host_nor_absolute_uri_sends_a_request_anywhere_else() {
             assert!(a.status == 0 || a.status >= 400, "{what}: {}", a.status);
         }
     }
+    // A stray request to the victim would arrive within this time; its absence cannot be polled.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(hits.load(SeqCst), 0, "the victim was reached");
     assert_eq!(s.state.report().active_sessions, before + to_s1);
@@ -265,7 +279,7 @@ async fn neither_host_nor_absolute_uri_sends_a_request_anywhere_else() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn charge_bodies_over_16_kib_get_413_and_reach_no_substation() {
     let rec = recorder("rec", Duration::ZERO).await;
-    let proxy = Proxy::start(&[("rec", rec.addr)], PROBES).await;
+    let proxy = Proxy::start(&[("rec", rec.addr)], probes()).await;
     let limit = 16 * 1024;
     // Exactly at the limit is fine (JSON padded with spaces).
     let at_limit = format!("{BODY:<limit$}");
@@ -310,7 +324,7 @@ async fn charge_bodies_over_16_kib_get_413_and_reach_no_substation() {
 async fn headers_over_the_limit_get_431() {
     let rec = recorder("rec", Duration::ZERO).await;
     // Default limit: 32 KiB.
-    let proxy = Proxy::start(&[("rec", rec.addr)], PROBES).await;
+    let proxy = Proxy::start(&[("rec", rec.addr)], probes()).await;
     let send = |size: usize| {
         let pad = format!("x-pad: {}", "a".repeat(size));
         raw_charge("/charge", "x", &[pad.as_str()], BODY)
@@ -327,7 +341,10 @@ async fn headers_over_the_limit_get_431() {
     // Configured: 4 KiB.
     let proxy = Proxy::start(
         &[("rec", rec.addr)],
-        &format!("{PROBES}limits: {{ max_header_bytes: 4096 }}\n"),
+        probes().limits(Limits {
+            max_header_bytes: Some(4096),
+            ..Limits::default()
+        }),
     )
     .await;
     let small = raw_request(proxy.listen, &send(2 * 1024), Duration::from_secs(5)).await;
@@ -368,7 +385,10 @@ async fn slow_senders_are_cut_off_after_the_client_read_timeout() {
     let rec = recorder("rec", Duration::ZERO).await;
     let proxy = Proxy::start(
         &[("rec", rec.addr)],
-        &format!("{PROBES}limits: {{ client_read_timeout_ms: 500 }}\n"),
+        probes().limits(Limits {
+            client_read_timeout_ms: Some(500),
+            ..Limits::default()
+        }),
     )
     .await;
     // Half a body, then nothing.
@@ -397,7 +417,10 @@ async fn a_body_that_trickles_in_is_cut_off_after_the_client_read_timeout() {
     let rec = recorder("rec", Duration::ZERO).await;
     let proxy = Proxy::start(
         &[("rec", rec.addr)],
-        &format!("{PROBES}limits: {{ client_read_timeout_ms: 500 }}\n"),
+        probes().limits(Limits {
+            client_read_timeout_ms: Some(500),
+            ..Limits::default()
+        }),
     )
     .await;
     // A byte every 200 ms: no single read waits 500 ms, but the whole body has to arrive
@@ -443,7 +466,10 @@ async fn requests_over_the_concurrency_cap_get_503_at_once() {
     let proxy = Arc::new(
         Proxy::start(
             &[("rec", rec.addr)],
-            &format!("{PROBES}limits: {{ max_concurrent_requests: 2 }}\n"),
+            probes().limits(Limits {
+                max_concurrent_requests: Some(2),
+                ..Limits::default()
+            }),
         )
         .await,
     );
@@ -483,7 +509,7 @@ async fn requests_over_the_concurrency_cap_get_503_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hop_by_hop_headers_are_stripped_and_the_client_is_named() {
     let rec = recorder("rec", Duration::ZERO).await;
-    let proxy = Proxy::start(&[("rec", rec.addr)], PROBES).await;
+    let proxy = Proxy::start(&[("rec", rec.addr)], probes()).await;
     let request = raw_charge(
         "/charge",
         "x",
@@ -552,7 +578,7 @@ async fn hop_by_hop_headers_are_stripped_and_the_client_is_named() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_on_the_wire_never_takes_the_proxy_down() {
     let s = substation("s1", 1000.0, 1.0).await;
-    let mut proxy = Proxy::start(&[("s1", s.addr)], PROBES).await;
+    let proxy = Proxy::start(&[("s1", s.addr)], probes()).await;
     let inputs: Vec<Vec<u8>> = vec![
         b"\x00\x01\x02\x03\xff\xfe\r\n\r\n".to_vec(),
         b"POST /charge HTTP/1.1\r\ncontent-length: -1\r\n\r\n".to_vec(),
@@ -589,7 +615,7 @@ async fn garbage_on_the_wire_never_takes_the_proxy_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_chunked_bodies_are_client_errors() {
     let rec = recorder("rec", Duration::ZERO).await;
-    let proxy = Proxy::start(&[("rec", rec.addr)], PROBES).await;
+    let proxy = Proxy::start(&[("rec", rec.addr)], probes()).await;
     let cases: [(&str, &[u8]); 2] = [
         (
             "bad chunk size",
@@ -614,7 +640,7 @@ async fn malformed_chunked_bodies_are_client_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_smuggled_request_never_reaches_a_substation() {
     let rec = recorder("rec", Duration::ZERO).await;
-    let proxy = Proxy::start(&[("rec", rec.addr)], PROBES).await;
+    let proxy = Proxy::start(&[("rec", rec.addr)], probes()).await;
     let smuggled = "GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n";
     // Both framings: transfer-encoding wins (RFC 9112, 6.3), so what follows the last chunk
     // is a second request to the proxy, never part of the first one's body.
@@ -629,6 +655,7 @@ async fn a_smuggled_request_never_reaches_a_substation() {
         .ok()
         .flatten();
     eprintln!("smuggling attempt answered {:?}", first.map(|a| a.status));
+    // A smuggled request would arrive within this time; its absence cannot be polled.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let seen = rec.seen.lock().expect("not poisoned").clone();
     for req in &seen {

@@ -148,26 +148,21 @@ fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registr
     c
 }
 
-/// Test helper: parse Prometheus text into `(name{labels}, value)` pairs, the way promtool
-/// reads a sample line. Comment lines must be `# HELP` or `# TYPE`.
+/// Test helper: the samples of a page as `(name{labels}, value)` pairs, read by the shared
+/// parser; every comment is `# HELP` or `# TYPE` and every metric is a `substation_` one.
 #[cfg(test)]
 pub fn parse_text(text: &str) -> std::collections::BTreeMap<String, f64> {
-    let mut samples = std::collections::BTreeMap::new();
-    for line in text.lines().filter(|l| !l.is_empty()) {
-        if let Some(comment) = line.strip_prefix("# ") {
-            assert!(
-                comment.starts_with("HELP ") || comment.starts_with("TYPE "),
-                "{line}"
-            );
-            continue;
-        }
-        let (series, value) = line.rsplit_once(' ').expect("a sample line has a value");
-        let value: f64 = value.parse().expect("a sample value is a number");
-        let name_end = series.find('{').unwrap_or(series.len());
-        assert!(series[..name_end].starts_with("substation_"), "{line}");
-        samples.insert(series.to_string(), value);
+    for line in text.lines().filter(|l| l.starts_with('#')) {
+        assert!(
+            line.starts_with("# HELP ") || line.starts_with("# TYPE "),
+            "{line}"
+        );
     }
-    samples
+    gridlb_test_support::prom::samples(text)
+        .into_iter()
+        .inspect(|s| assert!(s.name.starts_with("substation_"), "{}", s.series))
+        .map(|s| (s.series, s.value))
+        .collect()
 }
 
 #[cfg(test)]

@@ -3,8 +3,12 @@
 
 mod common;
 
-use common::{EV, Reply, samples, send, send_chunked, send_with};
+use common::EV;
 use gridlb_protocol::HeaderReport;
+use gridlb_test_support::http::{RawAnswer as Reply, send, send_chunked, send_with};
+use gridlb_test_support::launch::signal;
+use gridlb_test_support::prom::by_series as samples;
+use gridlb_test_support::wait::{wait_blocking, wait_every};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -45,22 +49,16 @@ impl Process {
     }
 
     fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success());
+        signal(self.child.id(), name);
     }
 
     fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "still running after {limit:?}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let child = &mut self.child;
+        let exited = wait_blocking(Duration::from_millis(20), limit, || {
+            child.try_wait().expect("try_wait").is_some()
+        });
+        assert!(exited, "still running after {limit:?}");
+        self.child.wait().expect("reaped")
     }
 }
 
@@ -72,11 +70,11 @@ impl Drop for Process {
 }
 
 fn load_header(reply: &Reply) -> HeaderReport {
-    HeaderReport::parse(reply.header("x-substation-load")).expect("a valid load header")
+    HeaderReport::parse(reply.expect_header("x-substation-load")).expect("a valid load header")
 }
 
 fn charge(power_kw: f64, duration_s: f64) -> String {
-    format!(r#"{{"vehicle_id":"ev","power_kw":{power_kw},"duration_s":{duration_s}}}"#)
+    gridlb_test_support::http::charge_body("ev", power_kw, duration_s)
 }
 
 #[tokio::test]
@@ -92,7 +90,7 @@ async fn the_binary_books_refuses_and_frees_over_http() {
 
     let refused = send(addr, "POST", "/charge", &charge(11.0, 60.0)).await;
     assert_eq!(refused.status, 503);
-    let retry: u64 = refused.header("retry-after").parse().unwrap();
+    let retry: u64 = refused.expect_header("retry-after").parse().unwrap();
     assert!((3598..=3600).contains(&retry), "{retry}");
     assert_eq!(load_header(&refused).seq, 1);
 
@@ -107,7 +105,7 @@ async fn the_binary_books_refuses_and_frees_over_http() {
     );
     let again = send(addr, "DELETE", &format!("/charge/{session}"), "").await;
     assert_eq!(again.status, 404);
-    assert!(again.headers.contains_key("x-substation-load"));
+    assert!(again.has_header("x-substation-load"));
 
     let load = send(addr, "GET", "/load", "").await.json();
     assert_eq!(
@@ -154,20 +152,20 @@ async fn the_binary_refuses_bad_input_with_the_right_status() {
             "{body}: {}",
             reply.text()
         );
-        assert!(reply.headers.contains_key("x-substation-load"));
+        assert!(reply.has_header("x-substation-load"));
     }
     let big = format!("{}{EV}", " ".repeat(17 * 1024));
     let reply = send(addr, "POST", "/charge", &big).await;
     assert_eq!(reply.status, 413);
-    assert!(reply.headers.contains_key("x-substation-load"));
+    assert!(reply.has_header("x-substation-load"));
     assert_eq!(send_chunked(addr, "/charge", &big).await.status, 413);
     assert_eq!(send_chunked(addr, "/charge", EV).await.status, 201);
 
     assert_eq!(send(addr, "GET", "/nowhere", "").await.status, 404);
     let wrong = send(addr, "GET", "/charge", "").await;
-    assert_eq!((wrong.status, wrong.header("allow")), (405, "POST"));
+    assert_eq!((wrong.status, wrong.expect_header("allow")), (405, "POST"));
     assert_eq!(
-        send(addr, "POST", "/load", "").await.header("allow"),
+        send(addr, "POST", "/load", "").await.expect_header("allow"),
         "GET, HEAD"
     );
 }
@@ -184,7 +182,10 @@ async fn the_binary_replays_an_idempotent_post_and_reports_metrics() {
     assert_eq!(load_header(&second).seq, 1);
 
     let metrics = send(addr, "GET", "/metrics", "").await;
-    assert_eq!(metrics.header("content-type"), "text/plain; version=0.0.4");
+    assert_eq!(
+        metrics.expect_header("content-type"),
+        "text/plain; version=0.0.4"
+    );
     let samples = samples(&metrics.text());
     let expected = [
         ("substation_load_kw", 11.0),
@@ -215,15 +216,20 @@ async fn sessions_expire_after_duration_over_time_scale_and_the_load_drops() {
     let booked = send(addr, "POST", "/charge", &charge(40.0, 500.0)).await;
     assert_eq!(booked.status, 201);
     let started = Instant::now();
-    loop {
-        let load = send(addr, "GET", "/load", "").await.json();
-        if load["load_kw"].as_f64() == Some(0.0) {
-            assert_eq!(load["seq"].as_u64(), Some(2));
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(5), "never expired");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let expired = wait_every(
+        Duration::from_millis(50),
+        Duration::from_secs(5),
+        || async {
+            let load = send(addr, "GET", "/load", "").await.json();
+            let empty = load["load_kw"].as_f64() == Some(0.0);
+            if empty {
+                assert_eq!(load["seq"].as_u64(), Some(2));
+            }
+            empty
+        },
+    )
+    .await;
+    assert!(expired.is_some(), "never expired");
     assert!(started.elapsed() >= Duration::from_millis(450));
     let text = send(addr, "GET", "/metrics", "").await.text();
     let samples = samples(&text);
@@ -247,7 +253,7 @@ async fn two_hundred_concurrent_bookings_never_exceed_the_capacity() {
         let reply = task.await.expect("task");
         match reply.status {
             201 => accepted += 1,
-            503 => assert!(reply.headers.contains_key("retry-after")),
+            503 => assert!(reply.has_header("retry-after")),
             other => panic!("unexpected status {other}: {}", reply.text()),
         }
         assert!(load_header(&reply).load_kw <= 500.0);

@@ -3,7 +3,10 @@
 
 mod common;
 
-use common::{EV, read_reply, samples, send};
+use common::EV;
+use gridlb_test_support::http::{read_to_close as read_reply, send};
+use gridlb_test_support::prom::by_series as samples;
+use gridlb_test_support::wait::wait_until;
 use std::time::{Duration, Instant};
 use substation::{Config, Server};
 use tokio::io::AsyncWriteExt;
@@ -31,7 +34,7 @@ async fn half_a_request(addr: std::net::SocketAddr) -> TcpStream {
     );
     stream.write_all(head.as_bytes()).await.expect("write");
     stream.write_all(&EV.as_bytes()[..10]).await.expect("write");
-    // Let the server read the head and start waiting for the body.
+    // Let the server read the head and start waiting for the body (nothing shows when it has).
     tokio::time::sleep(Duration::from_millis(100)).await;
     stream
 }
@@ -59,7 +62,7 @@ async fn shutdown_finishes_the_request_in_flight_and_closes_the_port() {
     let addr = server.addr;
     let mut stream = half_a_request(addr).await;
     let stopping = tokio::spawn(server.shutdown());
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_until(Duration::from_millis(100), || refuses_connections(addr)).await;
     assert!(
         refuses_connections(addr).await,
         "still accepting while stopping"
@@ -74,11 +77,12 @@ async fn shutdown_finishes_the_request_in_flight_and_closes_the_port() {
         .expect("shutdown task");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// On tokio's paused clock: the drain timeout is waited out in virtual time, exactly.
+#[tokio::test(start_paused = true)]
 async fn shutdown_gives_up_on_a_stalled_client_after_the_drain_timeout() {
     let server = Server::start(config("s1", 100.0)).await.expect("start");
     let _stalled = half_a_request(server.addr).await;
-    let started = Instant::now();
+    let started = tokio::time::Instant::now();
     server.shutdown().await;
     let took = started.elapsed();
     assert!(took >= Duration::from_millis(1900), "{took:?}");
@@ -105,7 +109,7 @@ async fn abort_and_drop_stop_a_substation_like_a_kill() {
     let server = Server::start(config("s2", 100.0)).await.expect("start");
     let (addr, state) = (server.addr, server.state.clone());
     drop(server);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_until(Duration::from_millis(100), || refuses_connections(addr)).await;
     assert!(refuses_connections(addr).await);
     // The state outlives the server, for inspection.
     assert_eq!(state.report().substation, "s2");

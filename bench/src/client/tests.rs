@@ -351,6 +351,14 @@ async fn a_request_that_says_close_neither_takes_nor_returns_a_pooled_connection
         let answer = c.request(addr, "GET", "/load", &close, b"").await.unwrap();
         assert_eq!(answer.status, 200);
     }
-    assert_eq!(accepted.load(SeqCst), 3, "each closing request on its own connection");
-    assert_eq!(c.idle(addr), 1, "the kept connection is still there, and only it");
+    assert_eq!(
+        accepted.load(SeqCst),
+        3,
+        "each closing request on its own connection"
+    );
+    assert_eq!(
+        c.idle(addr),
+        1,
+        "the kept connection is still there, and only it"
+    );
 }

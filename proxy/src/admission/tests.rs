@@ -4,52 +4,21 @@ use crate::metrics::Metrics;
 use crate::server::Parts;
 use crate::table::Report;
 use gridlb_protocol::ReportVersion;
+use gridlb_test_support::fixtures::{SubSpec, algorithm, grid_config, requests, sub_spec};
 use proptest::prelude::*;
 use tokio::time::Instant;
 
-/// One substation of a generated grid: its report (load, capacity), health and drain.
-#[derive(Debug, Clone)]
-struct Sub {
-    report: Option<(f64, f64)>,
-    healthy: bool,
-    drain: bool,
-}
-
-fn sub() -> impl Strategy<Value = Sub> {
-    (
-        proptest::option::weighted(
-            0.85,
-            (0.0f64..1.0, 10.0f64..1000.0).prop_map(|(f, cap)| (f * cap, cap)),
-        ),
-        proptest::bool::weighted(0.85),
-        proptest::bool::weighted(0.15),
-    )
-        .prop_map(|(report, healthy, drain)| Sub {
-            report,
-            healthy,
-            drain,
-        })
+/// One substation of a generated grid, 85% of them with a report.
+fn sub() -> impl Strategy<Value = SubSpec> {
+    sub_spec(0.85)
 }
 
 fn grid(
-    subs: &[Sub],
+    subs: &[SubSpec],
     algorithm: &str,
     max_utilization: f64,
 ) -> (tokio::runtime::Runtime, Arc<Admission>) {
-    let lines: String = subs
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            format!(
-                "  - {{ name: s{i}, address: \"127.0.0.1:{}\", drain: {} }}\n",
-                20000 + i,
-                s.drain
-            )
-        })
-        .collect();
-    let yaml = format!(
-        "listen: 127.0.0.1:1\nsubstations:\n{lines}selection: {{ algorithm: {algorithm}, max_utilization: {max_utilization} }}\n"
-    );
+    let yaml = grid_config(subs, algorithm, max_utilization, 20000).to_yaml();
     let config = Config::parse(&yaml).expect("generated config is valid");
     let metrics = Arc::new(Metrics::new(&prometheus::Registry::new()).expect("fresh registry"));
     let parts = Parts::new(config, None, metrics, crate::selection::Rng::seeded(9))
@@ -84,8 +53,8 @@ proptest! {
     #[test]
     fn never_routes_to_a_substation_it_would_overload(
         subs in proptest::collection::vec(sub(), 1..8),
-        requests in proptest::collection::vec(0.5f64..300.0, 1..25),
-        algorithm in proptest::sample::select(vec!["least-load", "p2c", "round-robin", "random"]),
+        requests in requests(0.5..300.0, 1..25),
+        algorithm in algorithm(),
         max_utilization in 0.5f64..=1.0,
     ) {
         let (_rt, grid) = grid(&subs, algorithm, max_utilization);
@@ -113,7 +82,7 @@ proptest! {
 #[test]
 fn a_request_never_goes_back_to_a_substation_it_tried() {
     let subs = vec![
-        Sub {
+        SubSpec {
             report: Some((0.0, 100.0)),
             healthy: true,
             drain: false

@@ -146,7 +146,10 @@ fn limits_have_defaults_and_ranges() {
         .unwrap();
     assert_eq!(c.limits.max_header_bytes, 32 * 1024);
     assert_eq!(c.limits.max_concurrent_requests, 10_000);
-    let e = err(&format!("{GOOD}limits: {{ max_concurrent_requests: 0 }}\n"));
+    let e = err(&with(
+        "selection: {",
+        "limits: { max_concurrent_requests: 0 }\nselection: {",
+    ));
     assert_eq!(e.path, "limits.max_concurrent_requests");
 }
 

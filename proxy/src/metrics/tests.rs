@@ -1,6 +1,7 @@
 //! Unit tests of [`super::Metrics`]: names, zero-valued series, reloads, removal.
 
 use super::*;
+use gridlb_test_support::prom::value;
 
 fn text(m: &Metrics) -> String {
     let mut out = String::new();
@@ -8,17 +9,6 @@ fn text(m: &Metrics) -> String {
         .encode_utf8(&m.registry.gather(), &mut out)
         .expect("encodes");
     out
-}
-
-/// The value of one series, the way a test reads `/metrics`.
-fn value(page: &str, series: &str) -> Option<f64> {
-    page.lines().find_map(|line| {
-        line.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
 }
 
 fn fresh() -> Metrics {

@@ -59,7 +59,7 @@ async fn send_with(
 }
 
 fn charge(power_kw: f64, duration_s: f64) -> String {
-    format!(r#"{{"vehicle_id":"ev","power_kw":{power_kw},"duration_s":{duration_s}}}"#)
+    gridlb_test_support::http::charge_body("ev", power_kw, duration_s)
 }
 
 #[tokio::test]
