@@ -1,11 +1,17 @@
 //! `ev-demand`: generate EV charging demand against a URL (gridlb, a substation, or any
 //! peer in front of substations) and summarise what happened.
+//!
+//! It also states its own demand model (`--describe`, and `model` in the `--json` summary):
+//! the charger and duration mixes, the mean session and each profile's mean rate, so that the
+//! benchmark analyses take these numbers from the tool that draws from them.
 
 use anyhow::Context;
-use clap::Parser;
-use gridlb_bench::demand::{Bound, Demand, Profile};
+use clap::{Parser, ValueEnum};
+use gridlb_bench::demand::{AC_DURATIONS, Bound, DC_DURATIONS, DC_FROM_KW, Demand, Profile};
 use gridlb_bench::run::{self, Options, Target};
 use gridlb_bench::stats::{RunInfo, Summary, Tally, events_csv};
+use serde::Serialize;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,8 +26,8 @@ use std::time::Duration;
 #[command(name = "ev-demand", version, about, long_about)]
 struct Cli {
     /// Where to send, e.g. http://127.0.0.1:8080/charge (the path defaults to /charge).
-    #[arg(long)]
-    url: String,
+    #[arg(long, required_unless_present = "describe")]
+    url: Option<String>,
     /// Peak arrivals per second (the profile shapes the rate below it).
     #[arg(long, default_value_t = 10.0)]
     rate: f64,
@@ -52,6 +58,85 @@ struct Cli {
     /// No progress line on stderr.
     #[arg(long, short)]
     quiet: bool,
+    /// Print the demand model as JSON (charger and duration mixes, mean session energy,
+    /// each profile's mean rate) and send nothing.
+    #[arg(long)]
+    describe: bool,
+}
+
+/// A value of a mix and how common it is.
+#[derive(Serialize)]
+struct Weighted {
+    value: f64,
+    weight: f64,
+}
+
+/// The demand model, as `--describe` prints it and the `--json` summary carries it.
+#[derive(Serialize)]
+struct Model {
+    /// Charger powers (kW) and their weights.
+    charger_mix_kw: Vec<Weighted>,
+    /// Powers from this one up are DC fast chargers (and draw from `dc_durations_s`).
+    dc_from_kw: f64,
+    /// AC session durations (simulated seconds) and their weights.
+    ac_durations_s: Vec<Weighted>,
+    /// DC session durations (simulated seconds) and their weights.
+    dc_durations_s: Vec<Weighted>,
+    /// Mean power of a session (kW).
+    mean_power_kw: f64,
+    /// Mean duration of a session (simulated seconds).
+    mean_duration_s: f64,
+    /// Mean energy of a session (kW x simulated seconds): by Little's law, the mean load is
+    /// the arrival rate (per simulated second) times this.
+    mean_session_energy_kw_s: f64,
+    /// Per profile: the mean arrival rate over a run as a fraction of the peak `--rate`.
+    profile_mean_factor: BTreeMap<&'static str, f64>,
+}
+
+impl Model {
+    fn new() -> Model {
+        let weighted = |mix: &[(f64, f64)]| {
+            mix.iter()
+                .map(|&(value, weight)| Weighted { value, weight })
+                .collect()
+        };
+        let mean = |mix: &[(f64, f64)]| {
+            mix.iter().map(|(v, w)| v * w).sum::<f64>() / mix.iter().map(|(_, w)| w).sum::<f64>()
+        };
+        let powers = &gridlb_protocol::CHARGER_MIX;
+        let total_weight: f64 = powers.iter().map(|(_, w)| w).sum();
+        let duration = |kw: f64| {
+            if kw >= DC_FROM_KW {
+                mean(&DC_DURATIONS)
+            } else {
+                mean(&AC_DURATIONS)
+            }
+        };
+        let over_powers = |f: &dyn Fn(f64) -> f64| {
+            powers.iter().map(|&(kw, w)| w * f(kw)).sum::<f64>() / total_weight
+        };
+        Model {
+            charger_mix_kw: weighted(powers),
+            dc_from_kw: DC_FROM_KW,
+            ac_durations_s: weighted(&AC_DURATIONS),
+            dc_durations_s: weighted(&DC_DURATIONS),
+            mean_power_kw: mean(powers),
+            mean_duration_s: over_powers(&duration),
+            mean_session_energy_kw_s: over_powers(&|kw| kw * duration(kw)),
+            profile_mean_factor: Profile::value_variants()
+                .iter()
+                .map(|p| (p.as_str(), p.mean_factor()))
+                .collect(),
+        }
+    }
+}
+
+/// The `--json` output: the run's summary and the model it drew from.
+#[derive(Serialize)]
+struct Output<'a> {
+    #[serde(flatten)]
+    summary: &'a Summary,
+    model: Model,
 }
 
 fn main() -> std::process::ExitCode {
@@ -65,6 +150,11 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    if cli.describe {
+        println!("{}", serde_json::to_string_pretty(&Model::new())?);
+        return Ok(());
+    }
+    let url = cli.url.clone().context("--url is required")?;
     anyhow::ensure!(
         cli.rate.is_finite() && cli.rate > 0.0,
         "--rate must be a positive number"
@@ -84,7 +174,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         seed: cli.seed,
     };
     let options = Options {
-        target: Target::parse(&cli.url)?,
+        target: Target::parse(&url)?,
         demand,
         concurrency: cli.concurrency,
         timeout: cli.timeout,
@@ -103,7 +193,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     let info = RunInfo {
-        target: cli.url.clone(),
+        target: url,
         profile: cli.profile.as_str().to_string(),
         rate: cli.rate,
         seed: cli.seed,
@@ -112,7 +202,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let summary = Summary::of(&info, &records);
     if cli.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        let output = Output {
+            summary: &summary,
+            model: Model::new(),
+        };
+        println!("{}", serde_json::to_string_pretty(&output)?);
     } else {
         print!("{}", summary.human());
     }

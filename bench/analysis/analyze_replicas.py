@@ -1,16 +1,16 @@
 #!/usr/bin/env python3
-"""The offered rate and the figures of the replicas benchmark (bench/replicas writes the inputs).
+"""The offered rate and the figures of the replicas benchmark (bench/scripts/replicas writes the inputs).
 
-usage: analyze_replicas.py rate --capacity-kw KW --load X --time-scale S
+usage: analyze_replicas.py rate --model FILE --capacity-kw KW --load X --time-scale S --streams K
        analyze_replicas.py analyse WORK_DIR OUT_DIR --runs "r1-least-load r3-least-load ..."
                            --streams K --seconds S --rate R --load X --seed N --time-scale S
                            --hz H --build PROFILE
 
-`rate`: the arrivals per real second that offer X times KW on average. A session's mean energy
-E (kW x simulated s) comes from the power and duration mixes ev-demand draws from
-(bench/src/demand.rs and protocol/src/charge.rs, read from the source so that the two cannot
-drift apart); by Little's law the mean load is the arrival rate
-(per simulated second) times E, and one real second is S simulated seconds.
+`rate`: the arrivals per real second that offer X times KW on average, in all and per stream
+(printed as "RATE STREAM_RATE"). FILE is `ev-demand --describe`'s output: the demand model,
+whose `mean_session_energy_kw_s` E (kW x simulated s) ev-demand computes from the power and
+duration mixes it draws from. By Little's law the mean load is the arrival rate (per simulated
+second) times E, and one real second is S simulated seconds.
 
 `analyse`: per run (RUN-load.csv, RUN-events-I.csv and RUN-summary-I.json for each demand
 stream I, RUN-NAME.metrics), the same figures as the spread benchmark (analyze_spread.py):
@@ -23,51 +23,16 @@ import argparse
 import datetime
 import json
 import os
-import re
 import sys
 
-sys.dont_write_bytecode = True  # no __pycache__ in bench/ from the import below
-from analyze_spread import events, plot, publish, refusals_with_room, substation_refusals, ticks, window_stats
+sys.dont_write_bytecode = True  # no __pycache__ in bench/analysis/ from the import below
+from analyze_spread import events, plot, publish, refusals_with_room, substation_refusals, ticks, window_stats  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 GOAL_RATIO = 1.5
 
 
-# Where the demand's mixes are defined: ev-demand's durations, and the charger power mix that
-# it shares with the demo (protocol crate).
-MIX_SOURCES = [os.path.join(HERE, "src", "demand.rs"), os.path.join(HERE, "..", "protocol", "src", "charge.rs")]
-
-
-def const(name, pattern):
-    for path in MIX_SOURCES:
-        m = re.search(rf"pub const {name}: {pattern};", open(path).read(), re.S)
-        if m:
-            return m.group(1)
-    raise SystemExit(f"{name} not found in {', '.join(MIX_SOURCES)}")
-
-
-def mix(*names):
-    """The first of `names` defined as a `[(f64, f64); N]` constant: [(value, weight)]."""
-    for name in names[:-1]:
-        try:
-            return mix(name)
-        except SystemExit:
-            pass
-    body = const(names[-1], r"\[\(f64, f64\); \d+\] = \[(.*?)\]")
-    return [(float(a), float(b)) for a, b in re.findall(r"\(([\d.]+),\s*([\d.]+)\)", body)]
-
-
-def mean_session_energy():
-    """Mean kW x simulated seconds of one session, from the mixes ev-demand draws from."""
-    powers = mix("POWER_MIX", "CHARGER_MIX")
-    ac, dc = mix("AC_DURATIONS"), mix("DC_DURATIONS")
-    dc_from = float(const("DC_FROM_KW", r"f64 = ([\d.]+)"))
-    mean = lambda m: sum(v * w for v, w in m) / sum(w for _, w in m)
-    return sum(kw * w * mean(dc if kw >= dc_from else ac) for kw, w in powers) / sum(w for _, w in powers)
-
-
-def offered_rate(capacity_kw, load, time_scale):
-    return load * capacity_kw * time_scale / mean_session_energy()
+def offered_rate(model, capacity_kw, load, time_scale):
+    return load * capacity_kw * time_scale / model["mean_session_energy_kw_s"]
 
 
 def analyse(work, run, streams, seconds, scale):
@@ -98,6 +63,7 @@ def analyse(work, run, streams, seconds, scale):
         "energy_delivered_kwh": st["energy_kw_s"] * scale / 3600.0,
         "samples": len(st["window"]),
         "plot": [(t - start, {n: l / c for n, (l, c) in s.items()}) for t, s in series],
+        "model": summaries[0]["model"],
     }
 
 
@@ -168,6 +134,8 @@ def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("rate")
+    r.add_argument("--model", required=True, help="ev-demand --describe's output")
+    r.add_argument("--streams", type=int, default=1)
     r.add_argument("--capacity-kw", type=float, required=True)
     r.add_argument("--load", type=float, required=True)
     r.add_argument("--time-scale", type=float, required=True)
@@ -181,13 +149,19 @@ def main():
     a.add_argument("--build", default="release")
     args = ap.parse_args()
     if args.cmd == "rate":
-        print(f"{offered_rate(args.capacity_kw, args.load, args.time_scale):.3f}")
+        with open(args.model) as f:
+            rate = offered_rate(json.load(f), args.capacity_kw, args.load, args.time_scale)
+        print(f"{rate:.3f} {rate / args.streams:.4f}")
         return
     keys = args.runs.split()
+    runs = {k: analyse(args.work, k, args.streams, args.seconds, args.time_scale) for k in keys}
+    models = {json.dumps(r.pop("model"), sort_keys=True) for r in runs.values()}
+    if len(models) != 1:
+        raise SystemExit("the runs' ev-demand summaries state different demand models")
+    model = json.loads(models.pop())
     settings = {"seconds": args.seconds, "rate": args.rate, "load": args.load, "seed": args.seed,
                 "streams": args.streams, "time_scale": args.time_scale, "hz": args.hz, "build": args.build,
-                "mean_session_energy_kw_s": mean_session_energy()}
-    runs = {k: analyse(args.work, k, args.streams, args.seconds, args.time_scale) for k in keys}
+                "mean_session_energy_kw_s": model["mean_session_energy_kw_s"], "demand_model": model}
     os.makedirs(args.out, exist_ok=True)
     # Rows: 1 replica, then 3; columns: the algorithms.
     order = sorted(keys, key=lambda k: (k.split("-", 1)[0], keys.index(k)))

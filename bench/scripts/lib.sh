@@ -1,11 +1,17 @@
-# Sourced by the benchmark scripts in bench/: building, installing the peers, starting and
+# shellcheck shell=bash disable=SC2034 # it sets variables for the scripts that source it
+# Sourced by the benchmark scripts in bench/scripts/: building, installing the peers, starting and
 # stopping processes on loopback ports. Every process started here is recorded and stopped
 # (by its pid) when the script exits, however it exits.
 
 set -euo pipefail
-BENCH_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BENCH_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$BENCH_ROOT"
+# shellcheck source=scripts/deps.sh
 . scripts/deps.sh
+
+# Where the analysis (Python) lives and where the published results go, from the repository root.
+ANALYSIS=bench/analysis
+RESULTS=bench/results
 
 BENCH_PIDS=()
 BENCH_WORK=""
@@ -27,7 +33,7 @@ bench_cleanup() {
 # On exit: stop everything, and drop the copied binaries (logs and data stay).
 bench_exit() {
   bench_cleanup
-  [ -n "$BENCH_WORK" ] && rm -rf "$BENCH_WORK/bin"
+  [ -n "$BENCH_WORK" ] && rm -rf "${BENCH_WORK:?}/bin"
   return 0
 }
 
@@ -115,19 +121,23 @@ ensure_peers() {
   return 0
 }
 
-# ensure_venv PACKAGES...: a Python venv at target/bench-venv with PACKAGES; sets PY.
+# ensure_venv [REQUIREMENTS...]: a Python venv at target/bench-venv with the pinned packages of
+# bench/analysis/requirements.txt and of each REQUIREMENTS file, installed again only when a file
+# changes; sets PY (the venv's python, which runs everything in bench/analysis/).
+# shellcheck disable=SC2120 # the arguments are optional
 ensure_venv() {
-  local venv="$BENCH_ROOT/target/bench-venv" p missing=()
+  local venv="$BENCH_ROOT/target/bench-venv" req stamp sum
   if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv" >&2 || { ensure_pkg_any python3-venv; python3 -m venv "$venv" >&2; }
   fi
-  for p in "$@"; do
-    "$venv/bin/python" -m pip show "$p" >/dev/null 2>&1 || missing+=("$p")
+  for req in "$ANALYSIS/requirements.txt" "$@"; do
+    stamp="$venv/installed-$(echo "$req" | tr / _)"
+    sum=$(sha256sum "$req" | cut -d' ' -f1)
+    [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$sum" ] && continue
+    echo "installing $req into $venv..." >&2
+    "$venv/bin/python" -m pip install -q -r "$req" >&2
+    echo "$sum" >"$stamp"
   done
-  if [ ${#missing[@]} -gt 0 ]; then
-    echo "installing ${missing[*]} into $venv..." >&2
-    "$venv/bin/python" -m pip install -q "${missing[@]}" >&2
-  fi
   PY="$venv/bin/python"
   export PATH="$venv/bin:$PATH"
 }
@@ -139,10 +149,10 @@ ensure_pkg_any() {
 # start_substation NAME CAPACITY_KW TIME_SCALE: sets SUB_ADDR to the address it listens on.
 # (Not to be called in $(...): the process must stay a child of this shell to be stopped.)
 start_substation() {
-  local name=$1 cap=$2 scale=$3 i addr=""
+  local name=$1 cap=$2 scale=$3 addr=""
   start_bg "substation-$name" "$BIN/substation" --id "$name" --listen 127.0.0.1:0 \
     --capacity-kw "$cap" --time-scale "$scale"
-  for i in $(seq 100); do
+  for _ in $(seq 100); do
     addr=$(sed -n 's/^substation .* listening on \(.*\)$/\1/p' "$BENCH_WORK/substation-$name.log" | head -1 || true)
     [ -n "$addr" ] && break
     sleep 0.1
@@ -291,23 +301,5 @@ rss_kib() {
   echo "$total"
 }
 
-# machine_json: what the results were measured on.
-machine_json() {
-  python3 - <<'EOF'
-import json, os, platform, subprocess
-def run(*cmd):
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip() or subprocess.run(cmd, capture_output=True, text=True, timeout=10).stderr.strip()
-    except Exception:
-        return None
-cpu = next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), '?')
-mem = next((int(l.split()[1]) for l in open('/proc/meminfo') if l.startswith('MemTotal')), 0)
-os_name = next((l.split('=', 1)[1].strip().strip('"') for l in open('/etc/os-release') if l.startswith('PRETTY_NAME')), platform.system())
-print(json.dumps({
-    'cpu': cpu, 'cores': os.cpu_count(), 'memory_gib': round(mem / 2**20, 1), 'os': os_name,
-    'kernel': platform.release(), 'rustc': run('rustc', '--version'),
-    'nginx': run('nginx', '-v'), 'haproxy': (run('haproxy', '-v') or '').split('\n')[0],
-    'oha': run('oha', '--version'), 'loadavg_at_start': open('/proc/loadavg').read().split()[:3],
-}))
-EOF
-}
+# machine_json: what the results were measured on (JSON; needs ensure_venv first).
+machine_json() { "$PY" "$ANALYSIS/machine.py"; }

@@ -1,9 +1,9 @@
 // A k6 scenario for gridlb: EV charging sessions at a ramping arrival rate (open model, so a
 // slow proxy cannot slow the demand down), with thresholds on latency and refusals.
 //
-//   TARGET=http://127.0.0.1:8080/charge PEAK_RATE=200 k6 run bench/k6/charge.js
+//   TARGET=http://127.0.0.1:8080/charge PEAK_RATE=200 k6 run bench/scripts/k6/charge.js
 //
-// bench/k6/run starts substations and gridlb, runs this, and stops them.
+// bench/scripts/k6/run starts substations and gridlb, runs this, and stops them.
 import http from 'k6/http';
 import { check } from 'k6';
 import { Rate } from 'k6/metrics';

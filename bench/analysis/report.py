@@ -7,8 +7,8 @@ import json
 import os
 import re
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-RESULTS = os.path.join(HERE, "results")
+BENCH = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(BENCH, "results")
 
 
 def load(name):
@@ -111,7 +111,7 @@ def replicas_note(rep, met):
         f"{a} spread {runs['r1-' + a]['spread_time_avg']:.3f} → {runs['r3-' + a]['spread_time_avg']:.3f}, "
         f"refused with room {runs['r1-' + a]['refused_with_room']} → {runs['r3-' + a]['refused_with_room']}"
         for a in cmp_ if a != "least-load")
-    text = ("**Several replicas (bench/replicas).** " if met else "**Why 3 least-load replicas miss the 1.5x goal.** ")
+    text = ("**Several replicas (bench/scripts/replicas).** " if met else "**Why 3 least-load replicas miss the 1.5x goal.** ")
     text += (f"least-load with 1 and 3 replicas: spread {r1['spread_time_avg']:.3f} → {r3['spread_time_avg']:.3f}, "
              f"refused with room {r1['refused_with_room']} → {r3['refused_with_room']}, refusals in all "
              f"{r1['refused']} → {r3['refused']}, refusals by the substations themselves (retried elsewhere) "
@@ -304,7 +304,7 @@ def main():
     replicas = load("replicas.json")
     profile = load("profile.txt")
     out = ["# Benchmark results", "",
-           "Written by the scripts in bench/ (`bench/report.py` assembles this page from "
+           "Written by the scripts in bench/scripts/ (`bench/analysis/report.py` assembles this page from "
            "bench/results/); do not edit by hand. How to rerun: bench/README.md.", ""]
     machines = {}
     for name, r in (("throughput", tp), ("spread", spread), ("replicas", replicas), ("micro", micro), ("k6", k6)):
@@ -348,14 +348,14 @@ def main():
     if k6:
         th = ", ".join(f"`{k}` {'passed' if v else 'failed'}" for k, v in k6["thresholds"].items())
         out += [f"## k6 ({k6['date']})", "",
-                f"`bench/k6/run`: ramping arrival rate up to {k6['peak_rate']:g} sessions/s through gridlb. "
+                f"`bench/scripts/k6/run`: ramping arrival rate up to {k6['peak_rate']:g} sessions/s through gridlb. "
                 f"{k6['requests']} requests ({k6['rps']:.0f}/s on average), p90 {k6['p90_ms']:.2f} ms, "
                 f"p99 {k6['p99_ms']:.2f} ms, max {k6['max_ms']:.2f} ms for accepted sessions; "
                 f"refusals {k6['refusal_rate'] * 100:.2f} %, checks {k6['checks_rate'] * 100:.2f} %, "
                 f"dropped iterations {k6['dropped_iterations']}. Thresholds: {th}.", ""]
     if profile:
         out += ["## Profile of gridlb at full speed", "", "```", profile.strip(), "```", ""]
-    with open(os.path.join(HERE, "RESULTS.md"), "w") as f:
+    with open(os.path.join(BENCH, "RESULTS.md"), "w") as f:
         f.write("\n".join(out).rstrip() + "\n")
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Medians of the throughput benchmark's oha runs (bench/throughput writes them).
+"""Medians of the throughput benchmark's oha runs (bench/scripts/throughput writes them).
 
 usage: analyze_throughput.py WORK_DIR OUT_DIR --reps N --seconds S --rates "1000 4000" --connections C
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Figures and plots of the spread benchmark (bench/spread writes the inputs).
+"""Figures and plots of the spread benchmark (bench/scripts/spread writes the inputs).
 
 usage: analyze_spread.py WORK_DIR OUT_DIR --routers "least-load ..." --seconds S --rate R
                          --seed N --time-scale X --hz H --build PROFILE
@@ -20,9 +20,11 @@ import csv
 import datetime
 import json
 import os
-import re
+import sys
 
-import matplotlib
+sys.dont_write_bytecode = True  # no __pycache__ in bench/analysis/ from the import below
+import matplotlib  # noqa: E402
+import prom  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -45,15 +47,6 @@ def ticks(path):
 def events(path):
     with open(path) as f:
         return list(csv.DictReader(f))
-
-
-def metric(path, series):
-    if not os.path.exists(path):
-        return 0.0
-    for line in open(path):
-        if line.startswith(series + " "):
-            return float(line.split()[1])
-    return 0.0
 
 
 def utilisation(tick, name):
@@ -110,7 +103,7 @@ def refusals_with_room(series, refusals):
 def substation_refusals(work, prefix, names):
     """Sessions the substations themselves refused (the router retried them elsewhere)."""
     return int(sum(
-        metric(os.path.join(work, f"{prefix}-{n}.metrics"), 'substation_sessions_total{result="refused"}')
+        prom.total_in_file(os.path.join(work, f"{prefix}-{n}.metrics"), "substation_sessions_total", result="refused")
         for n in names))
 
 
