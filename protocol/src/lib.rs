@@ -41,7 +41,7 @@ pub use name::{MAX_NAME_LEN, NameError, SubstationName, is_valid_substation_name
 pub use power::{Power, PowerError};
 pub use report::{HeaderReport, LoadReport, ReportError, ReportVersion};
 pub use rng::{SharedRng, SplitMix64, mix};
-pub use session::SessionId;
+pub use session::{RandomnessError, SessionId};
 
 /// Header carrying a substation's load report on every `/charge` answer.
 pub const LOAD_HEADER: &str = "x-substation-load";

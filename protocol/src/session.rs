@@ -1,19 +1,22 @@
 //! Session ids: the one place their format lives.
 //!
-//! A substation names each session it books `<substation name>-<epoch>-<counter>`: the
-//! name of the substation that holds it (which the proxy uses to route `DELETE`), then the
-//! substation's report epoch and a counter that rises per booking. Only this module knows
-//! the part after the name; everyone else makes ids with [`SessionId::new`], reads them
-//! with [`SessionId::parse`] and finds the owner with [`SessionId::owner`]. (The design
-//! will replace the part after the name by 128 random bits; callers will not change.)
+//! A substation names each session it books `<substation name>-<token>`: the name of the
+//! substation that holds it (which the proxy uses to route `DELETE`), then 128 bits from the
+//! operating system's CSPRNG as 32 lowercase hex digits. An id is a capability: whoever holds
+//! it may cancel the session, and knowing one id (or any number of them) tells nothing about
+//! another, so ids cannot be guessed or walked. Only this module knows the token's form;
+//! everyone else makes ids with [`SessionId::generate`], reads them with [`SessionId::parse`]
+//! and finds the owner with [`SessionId::owner`].
 //!
-//! Names may contain `-`, so an id is split from the right: the last two `-`-separated
-//! parts are decimal numbers, and everything before them is the name.
+//! Names may contain `-`, tokens never do, so an id is split at its last `-`.
 
 use crate::name::{SubstationName, is_valid_substation_name};
 use std::fmt;
 
-/// A session id. Build one with [`SessionId::new`] or [`SessionId::parse`].
+/// Hex digits of the random token (128 bits).
+const TOKEN_HEX: usize = 32;
+
+/// A session id. Build one with [`SessionId::generate`] or [`SessionId::parse`].
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SessionId {
     text: String,
@@ -21,13 +24,27 @@ pub struct SessionId {
     name_len: usize,
 }
 
+/// The operating system's random source failed (no session can be named safely).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("no randomness for a session id: {0}")]
+pub struct RandomnessError(String);
+
 impl SessionId {
-    /// The id of the `counter`-th session booked by `name` in its report epoch `epoch`.
-    pub fn new(name: &SubstationName, epoch: u64, counter: u64) -> SessionId {
-        SessionId {
-            text: format!("{name}-{epoch}-{counter}"),
-            name_len: name.as_str().len(),
+    /// A new id for a session held by `name`: its name and 128 fresh random bits.
+    pub fn generate(name: &SubstationName) -> Result<SessionId, RandomnessError> {
+        let mut bits = [0u8; TOKEN_HEX / 2];
+        getrandom::fill(&mut bits).map_err(|e| RandomnessError(e.to_string()))?;
+        let mut text = String::with_capacity(name.as_str().len() + 1 + TOKEN_HEX);
+        text.push_str(name.as_str());
+        text.push('-');
+        for b in bits {
+            text.push(char::from(HEX[usize::from(b >> 4)]));
+            text.push(char::from(HEX[usize::from(b & 15)]));
         }
+        Ok(SessionId {
+            text,
+            name_len: name.as_str().len(),
+        })
     }
 
     /// `id`, if it has the format of a session id (its substation may not exist).
@@ -42,14 +59,12 @@ impl SessionId {
     /// The substation-name prefix of `id`, if `id` has the format of a session id. Cheap:
     /// no allocation, one pass from the right.
     pub fn owner(id: &str) -> Option<&str> {
-        let mut parts = id.rsplitn(3, '-');
-        let (counter, epoch, name) = (parts.next()?, parts.next()?, parts.next()?);
-        let number = |s: &str| {
-            (1..=20).contains(&s.len())
-                && s.bytes().all(|b| b.is_ascii_digit())
-                && s.parse::<u64>().is_ok()
-        };
-        (number(counter) && number(epoch) && is_valid_substation_name(name)).then_some(name)
+        let (name, token) = id.rsplit_once('-')?;
+        let token_ok = token.len() == TOKEN_HEX
+            && token
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        (token_ok && is_valid_substation_name(name)).then_some(name)
     }
 
     /// The name of the substation that holds the session.
@@ -61,6 +76,8 @@ impl SessionId {
         &self.text
     }
 }
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
 
 impl fmt::Display for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -77,22 +94,43 @@ impl AsRef<str> for SessionId {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     fn name(s: &str) -> SubstationName {
         SubstationName::parse(s).unwrap()
     }
 
     #[test]
-    fn an_id_is_the_name_the_epoch_and_the_counter() {
-        let id = SessionId::new(&name("s1"), 7193, 42);
-        assert_eq!(id.to_string(), "s1-7193-42");
+    fn an_id_is_the_name_and_128_random_bits() {
+        let id = SessionId::generate(&name("s1")).unwrap();
+        let (prefix, token) = id.as_str().split_once('-').unwrap();
+        assert_eq!(prefix, "s1");
+        assert_eq!(token.len(), 32);
         assert_eq!(id.substation(), "s1");
-        assert_eq!(SessionId::parse("s1-7193-42"), Some(id));
+        assert_eq!(SessionId::parse(id.as_str()), Some(id));
+    }
+
+    #[test]
+    fn ids_do_not_repeat_and_share_no_pattern() {
+        let ids: Vec<SessionId> = (0..2000)
+            .map(|_| SessionId::generate(&name("s1")).unwrap())
+            .collect();
+        let distinct: HashSet<&str> = ids.iter().map(SessionId::as_str).collect();
+        assert_eq!(distinct.len(), ids.len());
+        // Each of the 128 bits is set in about half of the ids: no counter, no fixed part.
+        let bits = |id: &SessionId| u128::from_str_radix(&id.as_str()[3..], 16).unwrap();
+        for bit in 0..128 {
+            let set = ids.iter().filter(|id| bits(id) >> bit & 1 == 1).count();
+            assert!(
+                (800..=1200).contains(&set),
+                "bit {bit} set in {set} of 2000"
+            );
+        }
     }
 
     #[test]
     fn a_name_with_dashes_is_split_from_the_right() {
-        let id = SessionId::new(&name("north-east-1"), 5, 1);
+        let id = SessionId::generate(&name("north-east-1")).unwrap();
         assert_eq!(SessionId::owner(id.as_str()), Some("north-east-1"));
         assert_eq!(
             SessionId::parse(id.as_str()).unwrap().substation(),
@@ -102,29 +140,27 @@ mod tests {
 
     #[test]
     fn strings_that_are_not_ids_have_no_owner() {
+        let token = "0123456789abcdef0123456789abcdef";
         for bad in [
-            "",
-            "s1",
-            "s1-7",
-            "-1-2",
-            "s1-x-2",
-            "s1-1-",
-            "s1-+1-2",
-            "s 1-1-2",
-            "s1-1-2/x",
-            "s1-1-99999999999999999999",
+            String::new(),
+            "s1".into(),
+            format!("-{token}"),
+            format!("s1-{}", &token[1..]),
+            format!("s1-{token}0"),
+            format!("s1-{}", token.to_uppercase()),
+            format!("s 1-{token}"),
+            format!("s1-{token}/x"),
+            "s1-7193-42".into(),
         ] {
-            assert_eq!(SessionId::owner(bad), None, "{bad:?}");
-            assert_eq!(SessionId::parse(bad), None, "{bad:?}");
+            assert_eq!(SessionId::owner(&bad), None, "{bad:?}");
+            assert_eq!(SessionId::parse(&bad), None, "{bad:?}");
         }
     }
 
     proptest::proptest! {
         #[test]
-        fn every_new_id_parses_back_to_its_owner(
-            n in "[A-Za-z0-9_.-]{1,64}", epoch: u64, counter: u64,
-        ) {
-            let id = SessionId::new(&name(&n), epoch, counter);
+        fn every_new_id_parses_back_to_its_owner(n in "[A-Za-z0-9_.-]{1,64}") {
+            let id = SessionId::generate(&name(&n)).unwrap();
             let text = id.to_string();
             proptest::prop_assert_eq!(SessionId::owner(id.as_str()), Some(n.as_str()));
             proptest::prop_assert_eq!(SessionId::parse(&text), Some(id));

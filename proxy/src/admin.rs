@@ -11,7 +11,8 @@
 //! | `POST /substations/{name}/drain`, `.../undrain` | stop (resume) new sessions to a substation; it is still probed and shown; holds across reloads |
 //!
 //! When a token is configured (`admin.token_env`), every mutating route needs
-//! `Authorization: Bearer <token>`, compared in constant time.
+//! `Authorization: Bearer <token>` (the scheme in any case, RFC 9110 §11.1), compared in
+//! constant time. A reload cannot remove or change the token.
 
 use crate::pool::Pool;
 use crate::reload::{ReloadError, Reloader};
@@ -44,7 +45,7 @@ impl AdminApp {
             .headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(bearer)
             .unwrap_or("");
         constant_time_eq(given.as_bytes(), token.as_bytes())
     }
@@ -155,6 +156,14 @@ impl ServeHttp for AdminApp {
     }
 }
 
+/// The credentials of an `Authorization: Bearer ...` value; the scheme is case-insensitive.
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start_matches(' '))
+}
+
 fn unauthorized() -> Response<Vec<u8>> {
     let mut resp = json_response(
         StatusCode::UNAUTHORIZED,
@@ -202,7 +211,16 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::constant_time_eq;
+    use super::{bearer, constant_time_eq};
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for value in ["Bearer t0k", "bearer t0k", "BEARER t0k", "Bearer  t0k"] {
+            assert_eq!(bearer(value), Some("t0k"), "{value}");
+        }
+        assert_eq!(bearer("Basic t0k"), None);
+        assert_eq!(bearer("Bearert0k"), None);
+    }
 
     #[test]
     fn token_comparison_needs_every_byte_and_the_length() {

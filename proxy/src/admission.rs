@@ -124,8 +124,9 @@ impl Admission {
             .map(|s| &s.state)
             .filter(|s| s.is_eligible())
             .filter(|s| {
-                s.report()
-                    .is_some_and(|r| r.capacity_kw >= kw && r.received_at.elapsed() > FRESH)
+                s.report().is_some_and(|r| {
+                    s.usable_capacity_kw(r.capacity_kw) >= kw && r.received_at.elapsed() > FRESH
+                })
             })
             .collect();
         futures::future::join_all(stale.iter().map(|s| self.refresher.refresh(s))).await;

@@ -6,12 +6,13 @@
 //! Defaults (a key left out of the file):
 //! - `admin.listen` 127.0.0.1:9100, no token;
 //! - `probe`: path `/load`, every 500 ms, timeout 250 ms, unhealthy after 2 failed or invalid
-//!   probes, healthy again after 1 good one;
+//!   probes, healthy again after 1 good one; a report counts for 3 probe intervals
+//!   (`max_report_age_ms`);
 //! - `selection`: `least-load`, `max_utilization` 1.0, `default_request_kw` 11;
 //! - `upstream`: connect timeout 1 s, read timeout 10 s;
 //! - `limits`: 32 KiB of request headers, 10 s to send a body, 10,000 requests at once;
 //! - `dns.refresh_ms` 30 s: how often substation host names are resolved again;
-//! - a substation's `weight` 1, `drain` false.
+//! - a substation's `weight` 1, `drain` false, no `capacity_kw` (the reported one is used).
 //!
 //! This module does no I/O beyond reading the file (and the token's environment variable):
 //! substation host names are checked for syntax here and resolved by `discovery`, which owns
@@ -73,6 +74,57 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// How often host names in substation addresses are resolved again.
     pub dns_refresh: Duration,
+    /// Peers whose `X-Forwarded-For` is believed; from anyone else it is replaced.
+    pub trusted_proxies: Vec<Cidr>,
+}
+
+/// An IP range, `addr/prefix` (a bare address is a range of one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr::{V4, V6};
+        let ip = match (self.addr, ip) {
+            (V4(_), V6(v6)) => v6.to_ipv4_mapped().map(V4).unwrap_or(V6(v6)),
+            (_, ip) => ip,
+        };
+        match (self.addr, ip) {
+            (V4(net), V4(ip)) => {
+                masked(u32::from(net).into(), u32::from(ip).into(), self.prefix, 32)
+            }
+            (V6(net), V6(ip)) => masked(u128::from(net), u128::from(ip), self.prefix, 128),
+            _ => false,
+        }
+    }
+}
+
+/// Whether `a` and `b` (numbers of `bits` bits) agree on their first `prefix` bits.
+fn masked(a: u128, b: u128, prefix: u8, bits: u32) -> bool {
+    let prefix = u32::from(prefix).min(bits);
+    prefix == 0 || (a ^ b) >> (bits - prefix) == 0
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Cidr, String> {
+        let bad = || format!("{s:?} is not an IP address or CIDR range (such as 10.0.0.0/8)");
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: std::net::IpAddr = addr.parse().map_err(|_| bad())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(bad)?,
+            None => max,
+        };
+        Ok(Cidr { addr, prefix })
+    }
 }
 
 #[derive(Clone, PartialEq)]
@@ -101,6 +153,9 @@ pub struct SubstationConfig {
     pub address: String,
     pub weight: usize,
     pub drain: bool,
+    /// The most power this substation may be given: a report can lower the usable capacity
+    /// below this, never raise it above. `None`: the reported capacity is used as it is.
+    pub capacity_kw: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -110,6 +165,9 @@ pub struct ProbeConfig {
     pub timeout: Duration,
     pub unhealthy_after: usize,
     pub healthy_after: usize,
+    /// A report older than this stops counting as knowledge: the substation is not chosen
+    /// on it (it is probed again first, and a refusal never rests on it).
+    pub max_report_age: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -78,6 +78,7 @@ pub struct Metrics {
     probe_failures: IntCounterVec,
     reports_stale: IntCounterVec,
     reports_rejected: IntCounterVec,
+    report_resets: IntCounterVec,
     admissions_refused: IntCounterVec,
     substation_refusals: IntCounterVec,
     retries: IntCounterVec,
@@ -166,6 +167,11 @@ impl Metrics {
                 "Load reports rejected as invalid, by source and reason.",
                 &["substation", "source", "reason"],
             ),
+            report_resets: counter(
+                "gridlb_report_resets_total",
+                "Held reports replaced because probes contradicted them (a poisoned or restarted epoch).",
+                &["substation"],
+            ),
             admissions_refused: counter(
                 "gridlb_admissions_refused_total",
                 "Charge requests the proxy refused itself, by reason.",
@@ -230,6 +236,7 @@ impl Metrics {
             Box::new(self.probe_failures.clone()),
             Box::new(self.reports_stale.clone()),
             Box::new(self.reports_rejected.clone()),
+            Box::new(self.report_resets.clone()),
             Box::new(self.admissions_refused.clone()),
             Box::new(self.substation_refusals.clone()),
             Box::new(self.retries.clone()),
@@ -270,6 +277,10 @@ impl Metrics {
         self.reports_rejected
             .with_label_values(&[substation, source, reason])
             .inc();
+    }
+
+    pub fn report_reset(&self, substation: &str) {
+        self.report_resets.with_label_values(&[substation]).inc();
     }
 
     pub fn admission_refused(&self, reason: &str) {

@@ -111,6 +111,13 @@ impl Reloader {
                 .into());
             }
         }
+        if new.admin.token != old.admin.token {
+            return Err(ConfigError {
+                path: "admin.token_env".into(),
+                message: "the admin token cannot be removed or changed by a reload (it guards reloads); restart gridlb to change it".into(),
+            }
+            .into());
+        }
         let lookup = new.clone();
         let addrs = tokio::task::spawn_blocking(move || discovery::resolve_all(&lookup))
             .await

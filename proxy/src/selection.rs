@@ -32,6 +32,7 @@ use pingora_load_balancing::selection::{BackendIter, BackendSelection};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use tokio::time::Instant;
 
 /// The selection key for a request of `kw` kilowatts.
 pub fn request_key(kw: f64) -> [u8; 8] {
@@ -241,8 +242,8 @@ impl GridSelection {
 
     /// Utilisation of candidate `i` after `kw`, if it is healthy, not draining, reported and
     /// has room.
-    fn score(&self, i: usize, kw: f64, max_utilization: f64) -> Option<f64> {
-        self.states[i].score(kw, max_utilization)
+    fn score(&self, i: usize, kw: f64, max_utilization: f64, now: Instant) -> Option<f64> {
+        self.states[i].score(kw, max_utilization, now)
     }
 
     /// Every candidate with a report, healthy, not draining and with room for `kw`. One
@@ -250,9 +251,10 @@ impl GridSelection {
     /// candidate).
     fn scored(&self, kw: f64, max_utilization: f64) -> Vec<Scored> {
         let seed = self.config.rng.next_u64();
+        let now = Instant::now();
         let mut out = Vec::with_capacity(self.states.len());
         for i in 0..self.states.len() {
-            if let Some(u) = self.score(i, kw, max_utilization) {
+            if let Some(u) = self.score(i, kw, max_utilization, now) {
                 out.push((u, mix(seed ^ i as u64), i));
             }
         }
@@ -264,13 +266,14 @@ impl GridSelection {
     fn p2c(&self, kw: f64, max_utilization: f64) -> Order {
         let n = self.states.len();
         let seed = self.config.rng.next_u64();
+        let now = Instant::now();
         let mut picked: Vec<Scored> = Vec::with_capacity(2);
         for _ in 0..if n > 2 { 8 } else { 0 } {
             let i = self.config.rng.below(n);
             if picked.iter().any(|p| p.2 == i) {
                 continue;
             }
-            if let Some(u) = self.score(i, kw, max_utilization) {
+            if let Some(u) = self.score(i, kw, max_utilization, now) {
                 picked.push((u, mix(seed ^ i as u64), i));
                 if picked.len() == 2 {
                     break;

@@ -41,18 +41,6 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Headers that describe one hop and must not be forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "upgrade",
-];
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
     /// Not yet routed, or answered by the proxy itself.
@@ -85,6 +73,7 @@ pub struct RequestCtx {
     _pass: Option<Pass>,
 }
 
+mod forward;
 mod request;
 
 use request::{not_allowed, respond_json};
@@ -196,35 +185,11 @@ impl ProxyHttp for GridProxy {
         upstream: &mut RequestHeader,
         _ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let listed: Vec<String> = upstream
-            .headers
-            .get_all(http::header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(',').map(|t| t.trim().to_ascii_lowercase()))
-            .collect();
-        for name in HOP_BY_HOP
-            .iter()
-            .copied()
-            .chain(listed.iter().map(String::as_str))
-        {
-            upstream.remove_header(name);
-        }
-        if let Some(ip) = session
+        let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_string())
-        {
-            let forwarded = match upstream
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-            {
-                Some(prior) => format!("{prior}, {ip}"),
-                None => ip,
-            };
-            upstream.insert_header("x-forwarded-for", forwarded)?;
-        }
+            .map(|a| a.ip());
+        forward::prepare(upstream, peer, &self.table().config().trusted_proxies)?;
         Ok(())
     }
 
@@ -331,8 +296,13 @@ impl ProxyHttp for GridProxy {
         ctx.route == Route::Charge && is_capacity_refusal(error)
     }
 
-    /// A grid with no room is not an error of the proxy's.
+    /// A grid with no room is not an error of the proxy's, nor is a client that went away
+    /// (logged at debug level instead).
     fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, error: &Error) -> bool {
+        if *error.esource() == ErrorSource::Downstream {
+            log::debug!("client went away: {error}");
+            return true;
+        }
         ctx.route == Route::Charge && is_capacity_refusal(error)
     }
 
@@ -358,9 +328,12 @@ impl ProxyHttp for GridProxy {
         // Pingora closes the client's connection after an error past peer selection: say so.
         session.set_keepalive(None);
         if code > 0 {
+            // The log has the whole error; the client is told what failed, not where: no
+            // internal address leaves gridlb.
+            let substation = ctx.attempts.target().map_or("none", |s| s.name.as_str());
             let message = match code {
-                503 => format!("no substation could take {} kW: {e}", ctx.kw),
-                _ => format!("upstream failed: {e}"),
+                503 => format!("no substation could take {} kW", ctx.kw),
+                _ => format!("substation {substation} failed: {}", e.etype().as_str()),
             };
             if let Err(write) = respond_json(
                 session,

@@ -31,7 +31,8 @@ use arc_swap::ArcSwapOption;
 use gridlb_protocol::{HeaderReport, LoadReport, Power, ReportError, ReportVersion};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
 use tokio::time::Instant;
 
 mod snapshot;
@@ -45,8 +46,15 @@ const TOLERANCE_KW: f64 = 1e-6;
 /// Whether `load_kw` plus `in_flight_w` (which includes the request being considered) stays
 /// within `max_utilization` of `capacity_kw`. The only capacity rule in the proxy: selection
 /// and reservation both ask it.
-fn fits(report: &Report, in_flight: Power, max_utilization: f64) -> bool {
-    report.load_kw + in_flight.as_kw() <= report.capacity_kw * max_utilization + TOLERANCE_KW
+fn fits(known: &Known, in_flight: Power, max_utilization: f64) -> bool {
+    known.load_kw + in_flight.as_kw() <= known.capacity_kw * max_utilization + TOLERANCE_KW
+}
+
+/// What the proxy may plan with: a report young enough to count, and the usable capacity
+/// (the reported one, never above the configured one).
+struct Known {
+    load_kw: f64,
+    capacity_kw: f64,
 }
 
 /// The power reserved for a request of `kw` (rounded up to a whole watt, so the estimate never
@@ -151,6 +159,12 @@ pub struct SubstationState {
     removed: AtomicBool,
     /// Probes that have completed, good or bad.
     probes: AtomicU64,
+    /// The configured capacity in watts (`substations[].capacity_kw`); 0: none.
+    capacity_cap_w: AtomicU64,
+    /// `probe.max_report_age`, in ms.
+    max_report_age_ms: AtomicU64,
+    /// Probe reports in a row that contradict the held report (see [`Table::ingest`]).
+    contradictions: AtomicU32,
     /// Sessions this proxy routed here that the substation accepted.
     pub routed: AtomicU64,
 }
@@ -167,17 +181,65 @@ impl SubstationState {
             drain_admin: AtomicBool::new(false),
             removed: AtomicBool::new(false),
             probes: AtomicU64::new(0),
+            capacity_cap_w: AtomicU64::new(0),
+            max_report_age_ms: AtomicU64::new(u64::MAX),
+            contradictions: AtomicU32::new(0),
             routed: AtomicU64::new(0),
         })
     }
 
+    /// Apply a substation's config: drain, the configured capacity and the report age limit.
+    pub fn configure(&self, drain: bool, capacity_kw: Option<f64>, max_report_age: Duration) {
+        self.set_config_drain(drain);
+        let cap = capacity_kw.and_then(|kw| Power::from_kw(kw).ok());
+        self.capacity_cap_w
+            .store(cap.map_or(0, Power::as_watts), Relaxed);
+        let ms = u64::try_from(max_report_age.as_millis()).unwrap_or(u64::MAX);
+        self.max_report_age_ms.store(ms, Relaxed);
+    }
+
+    /// The capacity the proxy plans with: the reported one, at most the configured one.
+    pub fn usable_capacity_kw(&self, reported_kw: f64) -> f64 {
+        match self.capacity_cap_w.load(Relaxed) {
+            0 => reported_kw,
+            cap => reported_kw.min(Power::from_watts(cap).as_kw()),
+        }
+    }
+
+    /// The held report, if it is young enough to plan with at `now`.
+    fn known(&self, now: Instant) -> Option<Known> {
+        let guard = self.report.load();
+        let report = guard.as_ref()?;
+        let age = now.saturating_duration_since(report.received_at);
+        if age.as_millis() > u128::from(self.max_report_age_ms.load(Relaxed)) {
+            return None;
+        }
+        Some(Known {
+            load_kw: report.load_kw,
+            capacity_kw: self.usable_capacity_kw(report.capacity_kw),
+        })
+    }
+
+    /// Replace the held report whatever its version (the reset of [`Table::ingest`]).
+    fn replace(&self, report: Report) {
+        self.report.store(Some(Arc::new(report)));
+    }
+
     /// Offer a report; it replaces the held one only if its `(epoch, seq)` is greater. Callers
     /// go through [`Table::ingest`], which also counts what is dropped.
+    ///
+    /// The same version again (nothing changed since) confirms the held report: its age
+    /// starts again, so a quiet substation's report keeps counting.
     pub fn offer(&self, report: Report) -> Offer {
         let version = report.version;
         let new = Arc::new(report);
         let previous = self.report.rcu(|current| match current {
-            Some(held) if held.version >= version => Some(Arc::clone(held)),
+            Some(held) if held.version > version => Some(Arc::clone(held)),
+            Some(held) if held.version == version => Some(Arc::new(Report {
+                received_at: new.received_at.max(held.received_at),
+                active_sessions: new.active_sessions.or(held.active_sessions),
+                ..(**held).clone()
+            })),
             _ => Some(Arc::clone(&new)),
         });
         match previous {
@@ -203,32 +265,32 @@ impl SubstationState {
     pub fn utilization_with(&self, extra_kw: f64) -> Option<f64> {
         let guard = self.report.load();
         let report = guard.as_ref()?;
-        Some((report.load_kw + self.in_flight_kw() + extra_kw) / report.capacity_kw)
+        let capacity = self.usable_capacity_kw(report.capacity_kw);
+        Some((report.load_kw + self.in_flight_kw() + extra_kw) / capacity)
     }
 
-    /// Utilisation after adding `kw`, if the substation may be chosen (eligible, reported)
-    /// and the request [`fits`] within `max_utilization`; else `None`. What selection ranks by.
-    pub fn score(&self, kw: f64, max_utilization: f64) -> Option<f64> {
+    /// Utilisation after adding `kw`, if the substation may be chosen at `now` (eligible,
+    /// with a report young enough) and the request [`fits`] within `max_utilization`; else
+    /// `None`. What selection ranks by.
+    pub fn score(&self, kw: f64, max_utilization: f64, now: Instant) -> Option<f64> {
         if !self.is_eligible() {
             return None;
         }
-        let guard = self.report.load();
-        let report = guard.as_ref()?;
+        let known = self.known(now)?;
         let in_flight = self.in_flight().saturating_add(reserved(kw)?);
-        fits(report, in_flight, max_utilization)
-            .then(|| (report.load_kw + in_flight.as_kw()) / report.capacity_kw)
+        fits(&known, in_flight, max_utilization)
+            .then(|| (known.load_kw + in_flight.as_kw()) / known.capacity_kw)
     }
 
     /// Reserve `kw` if the substation has a report and the request [`fits`] within
     /// `max_utilization`, atomically: two requests cannot both take the last room.
     pub fn try_reserve(self: &Arc<Self>, kw: f64, max_utilization: f64) -> Option<Reservation> {
         let w = reserved(kw)?.as_watts();
-        let guard = self.report.load();
-        let report = guard.as_ref()?;
+        let known = self.known(Instant::now())?;
         self.in_flight_w
             .fetch_update(Relaxed, Relaxed, |current| {
                 let after = current.saturating_add(w);
-                fits(report, Power::from_watts(after), max_utilization).then_some(after)
+                fits(&known, Power::from_watts(after), max_utilization).then_some(after)
             })
             .ok()?;
         Some(Reservation {

@@ -53,7 +53,8 @@ struct Ledger {
     /// `(end, n)` → session id, in order of end time.
     ends: BTreeMap<(Instant, u64), String>,
     /// Idempotency key → the `201` answer that booked the session.
-    keys: HashMap<IdempotencyKey, ChargeAccepted>,
+    /// Each accepted key with the request it came with and the answer it got.
+    keys: HashMap<IdempotencyKey, (ChargeRequest, ChargeAccepted)>,
     load: Power,
     seq: u64,
     last_n: u64,
@@ -82,6 +83,10 @@ pub enum Booking {
         answer: ChargeAccepted,
         report: LoadReport,
     },
+    /// The idempotency key booked another request before: nothing was booked now.
+    KeyReused { report: LoadReport },
+    /// No session id could be made (the OS random source failed): nothing was booked.
+    NoId(String),
     /// Does not fit now; enough power is free in `retry_after_s` whole seconds (at least 1).
     Refused {
         retry_after_s: u64,
@@ -176,7 +181,13 @@ impl Substation {
     ) -> Booking {
         let mut ledger = self.lock();
         self.expire_locked(&mut ledger, now);
-        if let Some(answer) = key.and_then(|k| ledger.keys.get(k)) {
+        if let Some((first, answer)) = key.and_then(|k| ledger.keys.get(k)) {
+            if first != request {
+                self.count("key_reused");
+                return Booking::KeyReused {
+                    report: self.report_locked(&ledger),
+                };
+            }
             let answer = answer.clone();
             self.count("idempotent_replay");
             return Booking::Replay {
@@ -194,7 +205,11 @@ impl Substation {
                 report: self.report_locked(&ledger),
             };
         }
-        let answer = self.insert_locked(&mut ledger, request, power, key, now);
+        let id = match SessionId::generate(&self.name) {
+            Ok(id) => id,
+            Err(e) => return Booking::NoId(e.to_string()),
+        };
+        let answer = self.insert_locked(&mut ledger, id, request, power, key, now);
         self.count("accepted");
         self.publish_locked(&ledger);
         Booking::Accepted {
@@ -249,6 +264,7 @@ impl Substation {
     fn insert_locked(
         &self,
         ledger: &mut Ledger,
+        id: SessionId,
         request: &ChargeRequest,
         power: Power,
         key: Option<&IdempotencyKey>,
@@ -256,7 +272,7 @@ impl Substation {
     ) -> ChargeAccepted {
         ledger.last_n += 1;
         let n = ledger.last_n;
-        let session_id = SessionId::new(&self.name, self.epoch, n).to_string();
+        let session_id = id.to_string();
         let hold_s = (request.duration_s / self.time_scale).min(MAX_HOLD.as_secs_f64());
         let ends = now
             .checked_add(Duration::from_secs_f64(hold_s))
@@ -271,7 +287,9 @@ impl Substation {
             capacity_kw: self.capacity_kw,
         };
         if let Some(key) = key {
-            ledger.keys.insert(key.clone(), answer.clone());
+            ledger
+                .keys
+                .insert(key.clone(), (request.clone(), answer.clone()));
         }
         let session = Session {
             n,

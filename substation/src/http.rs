@@ -157,6 +157,17 @@ where
     match state.book(&charge, key.as_ref(), Instant::now()) {
         Booking::Accepted { answer, report } => (created(&answer, false), Some(report)),
         Booking::Replay { answer, report } => (created(&answer, true), Some(report)),
+        Booking::KeyReused { report } => {
+            let message = format!(
+                "{IDEMPOTENCY_HEADER} was already used with a different request; use a new key"
+            );
+            let field = Some(IDEMPOTENCY_HEADER.to_string());
+            (
+                error(StatusCode::UNPROCESSABLE_ENTITY, message, field),
+                Some(report),
+            )
+        }
+        Booking::NoId(why) => (error(StatusCode::INTERNAL_SERVER_ERROR, why, None), None),
         Booking::Refused {
             retry_after_s,
             free,

@@ -12,7 +12,13 @@ use prometheus::{
 };
 
 /// Outcomes of `POST /charge`, the `result` label of `substation_sessions_total`.
-pub const RESULTS: [&str; 4] = ["accepted", "refused", "invalid", "idempotent_replay"];
+pub const RESULTS: [&str; 5] = [
+    "accepted",
+    "refused",
+    "invalid",
+    "idempotent_replay",
+    "key_reused",
+];
 /// Why a session ended, the `reason` label of `substation_sessions_ended_total`.
 pub const END_REASONS: [&str; 2] = ["expired", "deleted"];
 

@@ -28,6 +28,8 @@ pub struct GridlbConfig {
     pub limits: Option<Limits>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dns: Option<Dns>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub trusted_proxies: Vec<String>,
 }
 
 /// `admin: { listen, token_env }`.
@@ -48,6 +50,8 @@ pub struct Substation {
     pub weight: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drain: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capacity_kw: Option<f64>,
 }
 
 /// `probe: { path, interval_ms, timeout_ms, unhealthy_after, healthy_after }`.
@@ -63,6 +67,8 @@ pub struct Probe {
     pub unhealthy_after: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub healthy_after: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_report_age_ms: Option<u64>,
 }
 
 /// `selection: { algorithm, max_utilization, default_request_kw }`.
@@ -177,6 +183,12 @@ impl GridlbConfig {
         self
     }
 
+    /// `trusted_proxies`: peers whose `X-Forwarded-For` gridlb believes.
+    pub fn trusted_proxy(mut self, range: impl Display) -> Self {
+        self.trusted_proxies.push(range.to_string());
+        self
+    }
+
     /// These sections (probe, selection, upstream, limits, dns) where `other` sets them.
     pub fn with_sections(mut self, other: &GridlbConfig) -> Self {
         macro_rules! take {
@@ -187,6 +199,8 @@ impl GridlbConfig {
             };
         }
         take!(probe, selection, upstream, limits, dns);
+        self.trusted_proxies
+            .extend(other.trusted_proxies.iter().cloned());
         self
     }
 
@@ -228,6 +242,11 @@ impl Probe {
 
     pub fn unhealthy_after(mut self, n: u64) -> Self {
         self.unhealthy_after = Some(n);
+        self
+    }
+
+    pub fn max_report_age_ms(mut self, ms: u64) -> Self {
+        self.max_report_age_ms = Some(ms);
         self
     }
 

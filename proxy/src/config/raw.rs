@@ -21,6 +21,9 @@ pub struct File {
     pub limits: Limits,
     #[serde(default)]
     pub dns: Dns,
+    /// Peers whose `X-Forwarded-For` is believed (IP addresses or CIDR ranges).
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -51,6 +54,8 @@ pub struct Substation {
     pub weight: u64,
     #[serde(default)]
     pub drain: bool,
+    /// The most power this substation may be given, whatever it reports (optional).
+    pub capacity_kw: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -61,6 +66,8 @@ pub struct Probe {
     pub timeout_ms: u64,
     pub unhealthy_after: u64,
     pub healthy_after: u64,
+    /// Default: three probe intervals (see `validate.rs`).
+    pub max_report_age_ms: Option<u64>,
 }
 
 impl Default for Probe {
@@ -71,6 +78,7 @@ impl Default for Probe {
             timeout_ms: 250,
             unhealthy_after: 2,
             healthy_after: 1,
+            max_report_age_ms: None,
         }
     }
 }

@@ -5,7 +5,7 @@ use super::{
     AdminConfig, Config, ConfigError, LimitsConfig, ProbeConfig, SelectionConfig, SubstationConfig,
     UpstreamConfig, raw,
 };
-use gridlb_protocol::SubstationName;
+use gridlb_protocol::{Power, SubstationName};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -27,6 +27,15 @@ pub(super) fn validate(file: raw::File) -> Result<Config, ConfigError> {
         upstream: upstream(file.upstream)?,
         limits: limits(file.limits)?,
         dns_refresh: dns(file.dns)?,
+        trusted_proxies: file
+            .trusted_proxies
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                s.parse()
+                    .map_err(|e| ConfigError::new(format!("trusted_proxies[{i}]"), e))
+            })
+            .collect::<Result<_, _>>()?,
     })
 }
 
@@ -93,6 +102,7 @@ fn substations(raw: Vec<raw::Substation>) -> Result<Vec<SubstationConfig>, Confi
             address: s.address,
             weight: s.weight as usize,
             drain: s.drain,
+            capacity_kw: capacity(&at("capacity_kw"), s.capacity_kw)?,
         });
     }
     Ok(out)
@@ -125,7 +135,18 @@ fn probe(raw: raw::Probe) -> Result<ProbeConfig, ConfigError> {
             return Err(range(key, v, "1..=100"));
         }
     }
+    let max_report_age_ms = raw.max_report_age_ms.unwrap_or(3 * raw.interval_ms);
+    if !(raw.interval_ms..=600_000).contains(&max_report_age_ms) {
+        return Err(ConfigError::new(
+            "probe.max_report_age_ms",
+            format!(
+                "{max_report_age_ms} must be at least probe.interval_ms ({}) and at most 600000",
+                raw.interval_ms
+            ),
+        ));
+    }
     Ok(ProbeConfig {
+        max_report_age: Duration::from_millis(max_report_age_ms),
         path: raw.path,
         interval: Duration::from_millis(raw.interval_ms),
         timeout: Duration::from_millis(raw.timeout_ms),
@@ -209,6 +230,19 @@ fn dns(raw: raw::Dns) -> Result<Duration, ConfigError> {
         return Err(range("dns.refresh_ms", raw.refresh_ms, "100..=3600000"));
     }
     Ok(Duration::from_millis(raw.refresh_ms))
+}
+
+/// A configured capacity: a positive number of kW a `Power` can hold.
+fn capacity(path: &str, kw: Option<f64>) -> Result<Option<f64>, ConfigError> {
+    match kw {
+        Some(kw) if !(kw.is_finite() && kw > 0.0 && Power::from_kw(kw).is_ok()) => {
+            Err(ConfigError::new(
+                path,
+                format!("{kw} is not a positive number of kW up to 1e9"),
+            ))
+        }
+        other => Ok(other),
+    }
 }
 
 fn range(path: &str, value: u64, range: &str) -> ConfigError {

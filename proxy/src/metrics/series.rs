@@ -19,11 +19,13 @@ impl Metrics {
             }
         }
         self.substation_refusals.with_label_values(&[substation]);
+        self.report_resets.with_label_values(&[substation]);
     }
 
     /// The families with a `substation` label that are not recomputed at every scrape.
-    pub(super) fn per_substation(&self) -> [&dyn Retain; 6] {
+    pub(super) fn per_substation(&self) -> [&dyn Retain; 7] {
         [
+            &self.report_resets,
             &self.requests,
             &self.probe_failures,
             &self.reports_stale,

@@ -92,6 +92,21 @@ impl GridProxy {
             None => ChargeRequest::peek_power(&body)
                 .unwrap_or(self.table().config().selection.default_request_kw),
         };
+        // The header is a promise about the body: gridlb reserves what the header says, the
+        // substation books what the body says, so they must agree.
+        if let Ok(body_kw) = ChargeRequest::peek_power(&body)
+            && (body_kw - ctx.kw).abs() > 1e-9 * body_kw.max(1.0)
+        {
+            let err = ErrorBody::new(
+                format!(
+                    "{CHARGE_KW_HEADER} ({}) disagrees with the body's power_kw ({body_kw})",
+                    ctx.kw
+                ),
+                Some(CHARGE_KW_HEADER.into()),
+            );
+            respond_json(session, 400, &[], err.to_json()).await?;
+            return Ok(true);
+        }
         if let Some(value) = session.req_header().headers.get(IDEMPOTENCY_HEADER) {
             let parsed = value
                 .to_str()
@@ -155,6 +170,14 @@ impl GridProxy {
             }
         }
         let head = session.req_header();
+        if head.version == http::Version::HTTP_11 && head.headers.get(http::header::HOST).is_none()
+        {
+            session.set_keepalive(None);
+            let err = ErrorBody::new("an HTTP/1.1 request needs a Host header", None);
+            respond_json(session, 400, &[], err.to_json()).await?;
+            return Ok(true);
+        }
+        let head = session.req_header();
         let header_bytes: usize = head.uri.to_string().len()
             + head
                 .headers
@@ -176,8 +199,10 @@ impl GridProxy {
         session
             .as_mut()
             .set_read_timeout(Some(limits.client_read_timeout));
-        // Without this Pingora waits for a kept-alive connection's next request for ever.
-        session.set_keepalive(Some(KEEPALIVE_IDLE_SECS));
+        // Keep the connection only when the client asked to (HTTP/1.1 unless it said close,
+        // HTTP/1.0 only when it said keep-alive), and then not for ever.
+        let keep = wants_keepalive(session.req_header());
+        session.set_keepalive(keep.then_some(KEEPALIVE_IDLE_SECS));
         Ok(false)
     }
 
@@ -203,6 +228,22 @@ impl GridProxy {
                 Ok(true)
             }
         }
+    }
+}
+
+/// Whether the client asked for its connection to be kept after this request.
+fn wants_keepalive(head: &pingora_http::RequestHeader) -> bool {
+    let says = |token: &str| {
+        head.headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    match head.version {
+        http::Version::HTTP_11 => !says("close"),
+        _ => says("keep-alive"),
     }
 }
 

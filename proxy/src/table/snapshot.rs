@@ -14,6 +14,7 @@ use arc_swap::{ArcSwap, Guard};
 use gridlb_protocol::ReportError;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 /// A configured substation and its live state.
 #[derive(Debug, Clone)]
@@ -54,7 +55,7 @@ impl Snapshot {
                     .find(|p| p.config.name == sc.name && p.addr() == addr)
                     .map(|p| Arc::clone(&p.state))
                     .unwrap_or_else(|| SubstationState::new(&sc.name, addr));
-                state.set_config_drain(sc.drain);
+                state.configure(sc.drain, sc.capacity_kw, config.probe.max_report_age);
                 Substation {
                     config: sc.clone(),
                     state,
@@ -120,6 +121,11 @@ pub struct Change {
     pub removed: Vec<Arc<SubstationState>>,
 }
 
+/// How far (in seq, same epoch) an answer's report may overtake a probe's in a race.
+const SEQ_RACE: u64 = 1 << 20;
+/// Contradicting probe reports in a row that replace the held report.
+const RESET_AFTER: u32 = 2;
+
 /// The load table: the current snapshot, and where reports come in.
 pub struct Table {
     snapshot: ArcSwap<Snapshot>,
@@ -181,6 +187,14 @@ impl Table {
     /// The one door for load reports, from a probe or an answer's header alike: a valid
     /// report replaces the held one only if it is newer; a stale or invalid one is dropped and
     /// counted by source (and by reason).
+    ///
+    /// One bad report must not freeze the view: a held version far ahead of what the
+    /// substation now says (an epoch of 2⁶⁴−1 once, or a restart whose epoch is lower, as
+    /// after a clock step) would make every honest report stale for ever. So a *probe*
+    /// report (asked for just now, of the substation itself) that contradicts the held one
+    /// (a lower epoch, or a seq more than [`SEQ_RACE`] behind in the same epoch: more than
+    /// any answer overtaking a probe could explain) counts; [`RESET_AFTER`] in a row replace
+    /// the held report, and honest reports win again. Headers never reset.
     pub fn ingest(
         &self,
         state: &SubstationState,
@@ -188,6 +202,7 @@ impl Table {
         source: Source,
     ) -> Offer {
         let offer = match report {
+            Ok(report) if source == Source::Probe => self.offer_probe(state, report),
             Ok(report) => state.offer(report),
             Err(e) => Offer::Rejected(e.reason()),
         };
@@ -200,5 +215,36 @@ impl Table {
             Offer::Accepted | Offer::Duplicate => {}
         }
         offer
+    }
+
+    /// [`Table::ingest`] of a probe report, with the reset of a contradicted report.
+    fn offer_probe(&self, state: &SubstationState, report: Report) -> Offer {
+        let version = report.version;
+        let kept = report.clone();
+        let offer = state.offer(report);
+        if offer != Offer::Stale {
+            state.contradictions.store(0, Relaxed);
+            return offer;
+        }
+        let held = state.report().map(|r| r.version);
+        let contradicts = held.is_some_and(|h| {
+            version.epoch < h.epoch || (version.epoch == h.epoch && h.seq - version.seq > SEQ_RACE)
+        });
+        if !contradicts {
+            state.contradictions.store(0, Relaxed);
+            return offer;
+        }
+        if state.contradictions.fetch_add(1, Relaxed) + 1 < RESET_AFTER {
+            return offer;
+        }
+        state.contradictions.store(0, Relaxed);
+        log::warn!(
+            "substation {}: held report {:?} contradicted by {RESET_AFTER} probes in a row, now {version:?}; replaced",
+            state.name,
+            held
+        );
+        state.replace(kept);
+        self.metrics.report_reset(&state.name);
+        Offer::Accepted
     }
 }

@@ -91,3 +91,127 @@ proptest! {
         prop_assert_eq!(held.load_kw, (e * 100 + q) as f64);
     }
 }
+
+/// A table of one substation `s1` (capacity as configured), with a private registry.
+fn table(capacity_kw: Option<f64>) -> (Table, Arc<SubstationState>) {
+    use crate::config::Config;
+    use crate::metrics::Metrics;
+    use gridlb_test_support::config::{GridlbConfig, Probe, Substation};
+    let mut sub = Substation::new("s1", "127.0.0.1:1");
+    sub.capacity_kw = capacity_kw;
+    let yaml = GridlbConfig::new()
+        .listen("127.0.0.1:2")
+        .push(sub)
+        .probe(Probe::every(100, 50))
+        .to_yaml();
+    let config = Config::parse(&yaml).expect("a valid config");
+    let metrics = Arc::new(Metrics::new(&prometheus::Registry::new()).expect("fresh registry"));
+    let table = Table::new(config, &["127.0.0.1:1".parse().unwrap()], metrics);
+    let state = Arc::clone(&table.snapshot().substations[0].state);
+    (table, state)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_report_older_than_the_limit_is_not_planned_with() {
+    let (_table, s) = table(None);
+    s.offer(report(1, 1, 10.0));
+    assert!(s.score(5.0, 1.0, Instant::now()).is_some());
+    // probe.max_report_age defaults to three intervals: 300 ms here.
+    tokio::time::advance(std::time::Duration::from_millis(300)).await;
+    assert!(s.score(5.0, 1.0, Instant::now()).is_some(), "at the limit");
+    tokio::time::advance(std::time::Duration::from_millis(1)).await;
+    assert!(s.score(5.0, 1.0, Instant::now()).is_none());
+    assert!(s.try_reserve(5.0, 1.0).is_none());
+    s.offer(report(1, 2, 10.0));
+    assert!(
+        s.try_reserve(5.0, 1.0).is_some(),
+        "a new report counts again"
+    );
+}
+
+#[tokio::test]
+async fn a_report_can_lower_the_configured_capacity_but_never_raise_it() {
+    let (_table, s) = table(Some(50.0));
+    let mut claim = report(1, 1, 0.0);
+    claim.capacity_kw = 1e12;
+    s.offer(claim);
+    let held = s.try_reserve(50.0, 1.0).expect("50 of 50 fits");
+    assert!(
+        s.try_reserve(1.0, 1.0).is_none(),
+        "50 kW configured is all there is"
+    );
+    let mut lower = report(1, 2, 0.0);
+    lower.capacity_kw = 20.0;
+    s.offer(lower);
+    assert_eq!(s.usable_capacity_kw(20.0), 20.0);
+    assert!(
+        (s.utilization_with(0.0).unwrap() - 2.5).abs() < 1e-9,
+        "50 kW of 20"
+    );
+    drop(held);
+}
+
+#[tokio::test]
+async fn a_poisoned_epoch_gives_way_to_honest_probes() {
+    let (table, s) = table(None);
+    table.ingest(&s, Ok(report(7, 3, 10.0)), Source::Probe);
+    table.ingest(&s, Ok(report(u64::MAX, 0, 0.0)), Source::Probe);
+    assert_eq!(s.report().unwrap().version.epoch, u64::MAX);
+    // Headers never reset; one contradicting probe is not enough (it may be a race).
+    for _ in 0..5 {
+        assert_eq!(
+            table.ingest(&s, Ok(report(7, 4, 40.0)), Source::Header),
+            Offer::Stale
+        );
+    }
+    assert_eq!(
+        table.ingest(&s, Ok(report(7, 5, 50.0)), Source::Probe),
+        Offer::Stale
+    );
+    assert_eq!(
+        table.ingest(&s, Ok(report(7, 6, 60.0)), Source::Probe),
+        Offer::Accepted
+    );
+    assert_eq!(s.report().unwrap().load_kw, 60.0);
+    assert_eq!(
+        table.ingest(&s, Ok(report(7, 7, 70.0)), Source::Header),
+        Offer::Accepted
+    );
+}
+
+#[tokio::test]
+async fn a_restart_with_a_lower_epoch_wins_within_two_probes() {
+    let (table, s) = table(None);
+    table.ingest(&s, Ok(report(1_700_000_000, 40, 80.0)), Source::Probe);
+    // The clock stepped back: the new process's epoch is lower.
+    table.ingest(&s, Ok(report(1_600_000_000, 0, 0.0)), Source::Probe);
+    table.ingest(&s, Ok(report(1_600_000_000, 0, 0.0)), Source::Probe);
+    assert_eq!(s.report().unwrap().version.epoch, 1_600_000_000);
+}
+
+#[tokio::test]
+async fn a_probe_overtaken_by_answers_resets_nothing() {
+    let (table, s) = table(None);
+    table.ingest(&s, Ok(report(3, 100, 10.0)), Source::Header);
+    for seq in 90..99 {
+        assert_eq!(
+            table.ingest(&s, Ok(report(3, seq, 9.0)), Source::Probe),
+            Offer::Stale
+        );
+    }
+    assert_eq!(s.report().unwrap().version.seq, 100);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_same_version_again_keeps_a_quiet_substation_s_report_young() {
+    let (_table, s) = table(None);
+    s.offer(report(1, 1, 10.0));
+    for _ in 0..10 {
+        tokio::time::advance(std::time::Duration::from_millis(200)).await;
+        assert_eq!(s.offer(report(1, 1, 10.0)), Offer::Duplicate);
+    }
+    assert!(
+        s.score(5.0, 1.0, Instant::now()).is_some(),
+        "confirmed every 200 ms"
+    );
+}

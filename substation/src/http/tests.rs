@@ -344,3 +344,21 @@ async fn concurrent_bookings_never_exceed_the_capacity() {
         (495.0, 45, 45)
     );
 }
+
+#[tokio::test]
+async fn a_key_reused_with_another_request_gets_422_and_books_nothing() {
+    let s = Substation::new("s1", 100.0, 1.0);
+    let key = [(IDEMPOTENCY_HEADER, "order-78")];
+    let first = send_with(&s, "POST", "/charge", EV, &key).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    let other = r#"{"vehicle_id":"ev-2","power_kw":50.0,"duration_s":600}"#;
+    let reused = send_with(&s, "POST", "/charge", other, &key).await;
+    assert_eq!(reused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(reused.error().field.as_deref(), Some(IDEMPOTENCY_HEADER));
+    assert!(
+        !String::from_utf8_lossy(&reused.body).contains("session_id"),
+        "the first client's session id must not leak"
+    );
+    assert_eq!(s.report().active_sessions, 1);
+    assert_eq!(reused.load().load_kw, 11.0);
+}

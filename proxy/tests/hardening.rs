@@ -1,0 +1,251 @@
+//! What a hostile client or a lying substation can no longer do (docs/reliability.md, "Attacks
+//! and what gridlb does"): walk session ids, claim a capacity the operator did not give it,
+//! forge where a request comes from, smuggle a power the body contradicts, keep an HTTP/1.0
+//! connection open, reuse another request's key, learn internal addresses from an error, or
+//! drop the admin token by a reload.
+
+mod common;
+
+use common::{Proxy, with_probe};
+use gridlb_test_support::config::{GridlbConfig, Probe, Upstream};
+use gridlb_test_support::http::{
+    Double, Reply, raw_charge, raw_request, report_header, report_json,
+};
+use gridlb_test_support::launch::{Launch, substation};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const BODY: &str = r#"{"vehicle_id":"ev-1","power_kw":1.0,"duration_s":60}"#;
+
+fn probes() -> GridlbConfig {
+    with_probe(Probe::every(100, 80))
+}
+
+/// A substation double that reports `capacity_kw` and books everything it is sent.
+async fn lying(capacity_kw: f64, delay: Duration) -> Double {
+    Double::start(move |req| {
+        if req.path() == "/load" {
+            return Reply::new(200, report_json("d", 1, 1, 0.0, capacity_kw));
+        }
+        Reply::new(
+            201,
+            r#"{"session_id":"d-0123456789abcdef0123456789abcdef","substation":"d","power_kw":1,"load_kw":0,"capacity_kw":1}"#,
+        )
+        .header("x-substation-load", report_header(1, 1, 0.0, capacity_kw))
+        .after(delay)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_ids_cannot_be_walked_or_guessed() {
+    let s = substation("s1", 10_000.0, 1.0).await;
+    let proxy = Proxy::start(&[("s1", s.addr)], probes()).await;
+    for v in 0..20 {
+        let a = proxy.charge(&format!("victim-{v}"), 1.0, 3600.0).await;
+        assert_eq!(a.status, 201);
+    }
+    let own = proxy.charge("attacker", 1.0, 3600.0).await.json()["session_id"]
+        .as_str()
+        .expect("an id")
+        .to_string();
+    let (name, token) = own.rsplit_once('-').expect("name-token");
+    assert_eq!(name, "s1");
+    let token = u128::from_str_radix(token, 16).expect("hex");
+    // Neighbours of the attacker's own id, and ids of the old counter form.
+    let mut guesses: Vec<String> = (1..=200u128)
+        .flat_map(|k| [token.wrapping_add(k), token.wrapping_sub(k)])
+        .map(|t| format!("s1-{t:032x}"))
+        .collect();
+    let epoch = s.state.report().epoch;
+    guesses.extend((0..50).map(|n| format!("s1-{epoch}-{n}")));
+    let client = common::client();
+    for id in &guesses {
+        let a = client
+            .request(proxy.listen, "DELETE", &format!("/charge/{id}"), &[], b"")
+            .await
+            .expect("an answer");
+        assert_eq!(a.status, 404, "{id} cancelled something");
+    }
+    assert_eq!(
+        s.state.report().active_sessions,
+        21,
+        "every session is still held"
+    );
+    let mine = client
+        .request(proxy.listen, "DELETE", &format!("/charge/{own}"), &[], b"")
+        .await
+        .expect("an answer");
+    assert_eq!(
+        mine.status, 200,
+        "the holder of an id can cancel its session"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_substation_cannot_claim_more_capacity_than_configured() {
+    let d = lying(1e12, Duration::ZERO).await;
+    let mut config = probes().substation("d", d.addr);
+    config.substations[0].capacity_kw = Some(100.0);
+    let proxy = Proxy::start(&[], config).await;
+    let big = proxy.charge("big", 150.0, 60.0).await;
+    assert_eq!(big.status, 503, "150 kW does not fit 100 kW configured");
+    assert!(
+        d.requests_to("/charge").is_empty(),
+        "nothing was sent upstream"
+    );
+    assert_eq!(proxy.charge("small", 60.0, 60.0).await.status, 201);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_for_is_believed_only_from_a_trusted_proxy() {
+    let d = lying(1e6, Duration::ZERO).await;
+    let forged = ["x-forwarded-for: 198.51.100.1"];
+    let untrusted = Proxy::start(&[("d", d.addr)], probes()).await;
+    let a = raw_request(
+        untrusted.listen,
+        &raw_charge("/charge", "x", &forged, BODY),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(a.map(|a| a.status), Some(201));
+    let trusted = Proxy::start(&[("d", d.addr)], probes().trusted_proxy("127.0.0.0/8")).await;
+    let a = raw_request(
+        trusted.listen,
+        &raw_charge("/charge", "x", &forged, BODY),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(a.map(|a| a.status), Some(201));
+    let seen: Vec<Option<String>> = d
+        .requests_to("/charge")
+        .iter()
+        .map(|r| r.header("x-forwarded-for").map(str::to_string))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            Some("127.0.0.1".to_string()),
+            Some("198.51.100.1, 127.0.0.1".to_string())
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_host_and_a_power_the_body_contradicts_are_refused() {
+    let s = substation("s1", 1000.0, 1.0).await;
+    let proxy = Proxy::start(&[("s1", s.addr)], probes()).await;
+    let no_host = format!(
+        "POST /charge HTTP/1.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let a = raw_request(proxy.listen, no_host.as_bytes(), Duration::from_secs(5)).await;
+    assert_eq!(a.map(|a| a.status), Some(400));
+    let big = r#"{"vehicle_id":"ev-9","power_kw":150.0,"duration_s":60}"#;
+    let lie = raw_charge("/charge", "x", &["x-charge-kw: 1"], big);
+    let a = raw_request(proxy.listen, &lie, Duration::from_secs(5))
+        .await
+        .expect("an answer");
+    assert_eq!(a.status, 400);
+    assert!(a.text().contains("x-charge-kw"), "{}", a.text());
+    let agree = raw_charge("/charge", "x", &["x-charge-kw: 150"], big);
+    let a = raw_request(proxy.listen, &agree, Duration::from_secs(5)).await;
+    assert_eq!(a.map(|a| a.status), Some(201));
+    assert_eq!(
+        s.state.report().active_sessions,
+        1,
+        "only the honest request booked"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_1_0_without_keep_alive_gets_its_connection_closed() {
+    let s = substation("s1", 1000.0, 1.0).await;
+    let proxy = Proxy::start(&[("s1", s.addr)], probes()).await;
+    for (version, extra, closes) in [
+        ("HTTP/1.0", "", true),
+        ("HTTP/1.1", "connection: close\r\n", true),
+        ("HTTP/1.0", "connection: keep-alive\r\n", false),
+        ("HTTP/1.1", "", false),
+    ] {
+        let mut conn = TcpStream::connect(proxy.listen).await.expect("connect");
+        let request = format!(
+            "POST /charge {version}\r\nhost: x\r\n{extra}content-length: {}\r\n\r\n{BODY}",
+            BODY.len()
+        );
+        conn.write_all(request.as_bytes()).await.expect("write");
+        let answer = gridlb_test_support::http::read_answer(&mut conn)
+            .await
+            .expect("an answer");
+        assert_eq!(answer.status, 201, "{version} {extra:?}");
+        let mut rest = [0u8; 1];
+        let after = tokio::time::timeout(Duration::from_millis(500), conn.read(&mut rest)).await;
+        let closed = matches!(after, Ok(Ok(0)) | Ok(Err(_)));
+        assert_eq!(closed, closes, "{version} {extra:?}: closed {closed}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_reused_with_another_body_gets_422_and_leaks_no_session() {
+    let s = substation("s1", 1000.0, 1.0).await;
+    let proxy = Proxy::start(&[("s1", s.addr)], probes()).await;
+    let key = [("idempotency-key", "order-1")];
+    let first = proxy.charge_with("ev-1", 11.0, 600.0, &key).await;
+    assert_eq!(first.status, 201);
+    let other = proxy.charge_with("ev-2", 22.0, 600.0, &key).await;
+    assert_eq!(other.status, 422);
+    let first_id = first.json()["session_id"]
+        .as_str()
+        .expect("an id")
+        .to_string();
+    assert!(!String::from_utf8_lossy(&other.body).contains(&first_id));
+    assert_eq!(s.state.report().active_sessions, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_answer_names_no_internal_address() {
+    let d = lying(1e6, Duration::from_secs(2)).await;
+    let config = probes().upstream(Upstream {
+        connect_timeout_ms: None,
+        read_timeout_ms: Some(300),
+    });
+    let proxy = Proxy::start(&[("d", d.addr)], config).await;
+    let a = proxy.charge("slow", 1.0, 60.0).await;
+    assert_eq!(a.status, 502);
+    let body = String::from_utf8_lossy(&a.body).into_owned();
+    assert!(body.contains("substation d"), "{body}");
+    assert!(
+        !body.contains(&d.addr.to_string()) && !body.contains("127.0.0.1"),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_cannot_drop_the_admin_token_and_bearer_is_case_insensitive() {
+    let s = substation("s1", 1000.0, 1.0).await;
+    let var = format!("GRIDLB_HARDENING_TOKEN_{}", std::process::id());
+    let token = "t0k-e9";
+    let launch = Launch {
+        env: vec![(var.clone(), token.to_string())],
+        log_level: None,
+    };
+    let with_token = probes().admin_token_env(&var);
+    let proxy = Proxy::start_with(&[("s1", s.addr)], with_token, &launch).await;
+    let lower = format!("bearer {token}");
+    let ok = proxy
+        .admin_request("POST", "/reload", &[("authorization", lower.as_str())])
+        .await;
+    assert_eq!(ok.status, 200, "{:?}", ok.json());
+    proxy.rewrite(&common::config(&[("s1", s.addr)], &probes()));
+    let refused = proxy
+        .admin_request("POST", "/reload", &[("authorization", lower.as_str())])
+        .await;
+    assert_eq!(refused.status, 422);
+    assert_eq!(refused.json()["path"], "admin.token_env");
+    let anonymous = proxy.admin_post("/substations/s1/drain").await;
+    assert_eq!(
+        anonymous.status, 401,
+        "the token still guards the admin API"
+    );
+}
