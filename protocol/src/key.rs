@@ -38,6 +38,12 @@ impl IdempotencyKey {
         Ok(IdempotencyKey(key.to_string()))
     }
 
+    /// A fresh key (`gridlb-` and 128 random bits in hex), for a booking whose client sent
+    /// none: the proxy sends one upstream on every booking so that it can ask again safely.
+    pub fn generate() -> Result<IdempotencyKey, crate::RandomnessError> {
+        crate::session::random_hex().map(|hex| IdempotencyKey(format!("gridlb-{hex}")))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -32,17 +32,8 @@ pub struct RandomnessError(String);
 impl SessionId {
     /// A new id for a session held by `name`: its name and 128 fresh random bits.
     pub fn generate(name: &SubstationName) -> Result<SessionId, RandomnessError> {
-        let mut bits = [0u8; TOKEN_HEX / 2];
-        getrandom::fill(&mut bits).map_err(|e| RandomnessError(e.to_string()))?;
-        let mut text = String::with_capacity(name.as_str().len() + 1 + TOKEN_HEX);
-        text.push_str(name.as_str());
-        text.push('-');
-        for b in bits {
-            text.push(char::from(HEX[usize::from(b >> 4)]));
-            text.push(char::from(HEX[usize::from(b & 15)]));
-        }
         Ok(SessionId {
-            text,
+            text: format!("{name}-{}", random_hex()?),
             name_len: name.as_str().len(),
         })
     }
@@ -78,6 +69,18 @@ impl SessionId {
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// 128 bits from the operating system's CSPRNG, as 32 lowercase hex digits.
+pub(crate) fn random_hex() -> Result<String, RandomnessError> {
+    let mut bits = [0u8; TOKEN_HEX / 2];
+    getrandom::fill(&mut bits).map_err(|e| RandomnessError(e.to_string()))?;
+    let mut text = String::with_capacity(TOKEN_HEX);
+    for b in bits {
+        text.push(char::from(HEX[usize::from(b >> 4)]));
+        text.push(char::from(HEX[usize::from(b & 15)]));
+    }
+    Ok(text)
+}
 
 impl fmt::Display for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -3,7 +3,7 @@
 //! adds Pingora's iteration and the reservation) and one report update
 //! (`SubstationState::offer`).
 //!
-//! Run with `cargo bench -p gridlb --bench selection`; `bench/micro` runs it and writes the
+//! Run with `cargo bench -p gridlb --bench selection`; `bench/scripts/micro` runs it and writes the
 //! results to `bench/RESULTS.md`.
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};

@@ -44,6 +44,8 @@ pub const REPORT_REJECT_REASONS: [&str; 5] = [
 /// `reason` of `gridlb_admissions_refused_total`: no healthy substation had room, every
 /// candidate refused, or too many requests were in progress (`limits`).
 pub const REFUSAL_REASONS: [&str; 3] = ["grid_full", "all_refused", "busy"];
+/// `result` of `gridlb_orphans_total`.
+pub const ORPHAN_RESULTS: [&str; 3] = ["cancelled", "not_booked", "unresolved"];
 /// `reason` of `gridlb_retries_total`.
 pub const RETRY_REASONS: [&str; 3] = ["connect", "refused", "stale_connection"];
 /// The `substation` label of answers the proxy gave itself.
@@ -79,6 +81,7 @@ pub struct Metrics {
     reports_stale: IntCounterVec,
     reports_rejected: IntCounterVec,
     report_resets: IntCounterVec,
+    orphans: IntCounterVec,
     admissions_refused: IntCounterVec,
     substation_refusals: IntCounterVec,
     retries: IntCounterVec,
@@ -172,6 +175,11 @@ impl Metrics {
                 "Held reports replaced because probes contradicted them (a poisoned or restarted epoch).",
                 &["substation"],
             ),
+            orphans: counter(
+                "gridlb_orphans_total",
+                "Bookings whose answer was lost, by how they were settled (cancelled, not_booked, unresolved).",
+                &["result"],
+            ),
             admissions_refused: counter(
                 "gridlb_admissions_refused_total",
                 "Charge requests the proxy refused itself, by reason.",
@@ -209,6 +217,9 @@ impl Metrics {
         for reason in REFUSAL_REASONS {
             m.admissions_refused.with_label_values(&[reason]);
         }
+        for result in ORPHAN_RESULTS {
+            m.orphans.with_label_values(&[result]);
+        }
         for reason in RETRY_REASONS {
             m.retries.with_label_values(&[reason]);
         }
@@ -237,6 +248,7 @@ impl Metrics {
             Box::new(self.reports_stale.clone()),
             Box::new(self.reports_rejected.clone()),
             Box::new(self.report_resets.clone()),
+            Box::new(self.orphans.clone()),
             Box::new(self.admissions_refused.clone()),
             Box::new(self.substation_refusals.clone()),
             Box::new(self.retries.clone()),
@@ -281,6 +293,10 @@ impl Metrics {
 
     pub fn report_reset(&self, substation: &str) {
         self.report_resets.with_label_values(&[substation]).inc();
+    }
+
+    pub fn orphan(&self, result: &str) {
+        self.orphans.with_label_values(&[result]).inc();
     }
 
     pub fn admission_refused(&self, reason: &str) {

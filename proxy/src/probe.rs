@@ -12,14 +12,11 @@
 //! ([`HealthCheck::health_status_change`]), where selection reads it. Probes of all
 //! substations run in parallel; the schedule is `pool::ProbeSchedule`.
 
+use crate::call::{CallError, Caller, Request};
 use crate::table::{Report, Source, SubstationState, Table};
 use async_trait::async_trait;
-use bytes::BytesMut;
 use gridlb_protocol::{LoadReport, MAX_REPORT_BODY, ReportError};
-use pingora_core::connectors::http::Connector;
-use pingora_core::upstreams::peer::{HttpPeer, Peer};
 use pingora_error::{Error, ErrorType, Result};
-use pingora_http::RequestHeader;
 use pingora_load_balancing::Backend;
 use pingora_load_balancing::health_check::HealthCheck;
 use std::sync::Arc;
@@ -52,7 +49,7 @@ impl ProbeError {
 
 pub struct LoadProbe {
     table: Arc<Table>,
-    connector: Connector,
+    caller: Caller,
 }
 
 impl LoadProbe {
@@ -61,7 +58,7 @@ impl LoadProbe {
     pub fn new(table: Arc<Table>) -> Self {
         LoadProbe {
             table,
-            connector: Connector::new(None),
+            caller: Caller::default(),
         }
     }
 
@@ -71,57 +68,28 @@ impl LoadProbe {
         path: &str,
         timeout: Duration,
     ) -> std::result::Result<LoadReport, ProbeError> {
-        let mut peer = HttpPeer::new(state.addr, false, String::new());
-        peer.options.connection_timeout = Some(timeout);
-        peer.options.read_timeout = Some(timeout);
-        peer.options.write_timeout = Some(timeout);
-        peer.options.idle_timeout = Some(Duration::from_secs(30));
-        let (mut session, _reused) = self
-            .connector
-            .get_http_session(&peer)
+        let request = Request {
+            method: "GET",
+            path,
+            headers: &[],
+            body: b"",
+            timeout,
+            max_body: MAX_REPORT_BODY,
+        };
+        let answer = self
+            .caller
+            .call(state.addr, &request)
             .await
-            .map_err(ProbeError::Transport)?;
-        let mut req =
-            RequestHeader::build("GET", path.as_bytes(), None).map_err(ProbeError::Transport)?;
-        req.insert_header("Host", state.addr.to_string())
-            .map_err(ProbeError::Transport)?;
-        session
-            .write_request_header(Box::new(req))
-            .await
-            .map_err(ProbeError::Transport)?;
-        session
-            .finish_request_body()
-            .await
-            .map_err(ProbeError::Transport)?;
-        session
-            .read_response_header()
-            .await
-            .map_err(ProbeError::Transport)?;
-        let status = session
-            .response_header()
-            .map(|h| h.status.as_u16())
-            .unwrap_or(0);
-        let mut body = BytesMut::new();
-        while let Some(chunk) = session
-            .read_response_body()
-            .await
-            .map_err(ProbeError::Transport)?
-        {
-            if body.len() + chunk.len() > MAX_REPORT_BODY {
-                return Err(ProbeError::Invalid(ReportError::TooLarge {
-                    limit: MAX_REPORT_BODY,
-                }));
-            }
-            body.extend_from_slice(&chunk);
+            .map_err(|e| match e {
+                CallError::Transport(e) => ProbeError::Transport(e),
+                CallError::TooLarge { limit } => {
+                    ProbeError::Invalid(ReportError::TooLarge { limit })
+                }
+            })?;
+        if answer.status != 200 {
+            return Err(ProbeError::Status(answer.status));
         }
-        if status != 200 {
-            return Err(ProbeError::Status(status));
-        }
-        let report = LoadReport::from_json(&body, &state.name).map_err(ProbeError::Invalid)?;
-        self.connector
-            .release_http_session(session, &peer, peer.idle_timeout())
-            .await;
-        Ok(report)
+        LoadReport::from_json(&answer.body, &state.name).map_err(ProbeError::Invalid)
     }
 
     fn record(

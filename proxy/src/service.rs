@@ -27,18 +27,17 @@
 use crate::admission::Admission;
 use crate::attempt::{Attempts, EXHAUSTED, REFUSED, is_capacity_refusal};
 use crate::gate::{Gate, Pass};
-use crate::table::{Report, Source, SubstationState, Table};
+use crate::orphan::Orphans;
+use crate::table::Table;
 use async_trait::async_trait;
-use gridlb_protocol::{ErrorBody, LOAD_HEADER, SUBSTATION_HEADER};
+use gridlb_protocol::{ErrorBody, SUBSTATION_HEADER};
 use http::Method;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
 use tokio::time::Instant;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,18 +67,26 @@ pub struct RequestCtx {
     attempts: Attempts,
     /// The smallest `Retry-After` a refusing substation gave.
     retry_after: Option<u64>,
+    /// The client's Idempotency-Key, if it sent one (affinity follows it).
     idempotency_key: Option<String>,
+    /// The key every booking carries upstream: the client's, or one gridlb made.
+    upstream_key: Option<String>,
+    /// The booking's body (at most 16 KiB), to settle it if its answer is lost.
+    body: bytes::Bytes,
     /// Held while the request is in progress (the concurrent-request cap).
     _pass: Option<Pass>,
 }
 
 mod forward;
 mod request;
+mod upstream;
 
 use request::{not_allowed, respond_json};
 
 pub struct GridProxy {
     admission: Arc<Admission>,
+    /// Settles bookings whose answer was lost.
+    orphans: Arc<Orphans>,
     /// Requests in progress, capped by `limits.max_concurrent_requests`.
     gate: Arc<Gate>,
 }
@@ -88,30 +95,13 @@ impl GridProxy {
     pub fn new(admission: Arc<Admission>) -> Self {
         GridProxy {
             admission,
+            orphans: Arc::default(),
             gate: Arc::new(Gate::default()),
         }
     }
 
     fn table(&self) -> &Table {
         self.admission.table()
-    }
-
-    fn peer(&self, addr: SocketAddr) -> Box<HttpPeer> {
-        let upstream = &self.table().config().upstream;
-        let mut peer = HttpPeer::new(addr, false, String::new());
-        peer.options.connection_timeout = Some(upstream.connect_timeout);
-        peer.options.read_timeout = Some(upstream.read_timeout);
-        peer.options.write_timeout = Some(upstream.read_timeout);
-        peer.options.idle_timeout = Some(Duration::from_secs(60));
-        Box::new(peer)
-    }
-
-    /// Feed the load header of an answer to the table.
-    fn learn(&self, state: &SubstationState, header: &ResponseHeader) {
-        if let Some(value) = header.headers.get(LOAD_HEADER) {
-            let report = Report::from_header_value(value, Instant::now());
-            self.table().ingest(state, report, Source::Header);
-        }
     }
 }
 
@@ -126,6 +116,8 @@ impl ProxyHttp for GridProxy {
             kw: 0.0,
             attempts: Attempts::default(),
             retry_after: None,
+            upstream_key: None,
+            body: bytes::Bytes::new(),
             idempotency_key: None,
             _pass: None,
         }
@@ -183,13 +175,16 @@ impl ProxyHttp for GridProxy {
         &self,
         session: &mut Session,
         upstream: &mut RequestHeader,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         forward::prepare(upstream, peer, &self.table().config().trusted_proxies)?;
+        if let Some(key) = &ctx.upstream_key {
+            upstream.insert_header(gridlb_protocol::IDEMPOTENCY_HEADER, key.as_str())?;
+        }
         Ok(())
     }
 
@@ -325,6 +320,7 @@ impl ProxyHttp for GridProxy {
         if is_capacity_refusal(e) {
             self.table().metrics().admission_refused("all_refused");
         }
+        self.settle_if_orphaned(e, ctx);
         // Pingora closes the client's connection after an error past peer selection: say so.
         session.set_keepalive(None);
         if code > 0 {

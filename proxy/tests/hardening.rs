@@ -249,3 +249,55 @@ async fn a_reload_cannot_drop_the_admin_token_and_bearer_is_case_insensitive() {
         "the token still guards the admin API"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_booking_whose_answer_is_lost_is_cancelled_not_orphaned() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    let bookings = Arc::new(AtomicUsize::new(0));
+    let seen_bookings = Arc::clone(&bookings);
+    // Books every request; the first answer comes too late for gridlb, the next at once.
+    let d = Double::start(move |req| {
+        if req.path() == "/load" {
+            return Reply::new(200, report_json("d", 1, 1, 0.0, 1e6));
+        }
+        if req.method == "DELETE" {
+            return Reply::new(200, r#"{"freed_kw":1,"load_kw":0}"#);
+        }
+        let n = seen_bookings.fetch_add(1, SeqCst);
+        let delay = if n == 0 { Duration::from_secs(2) } else { Duration::ZERO };
+        Reply::new(
+            201,
+            r#"{"session_id":"d-0123456789abcdef0123456789abcdef","substation":"d","power_kw":1,"load_kw":1,"capacity_kw":1000000}"#,
+        )
+        .header("x-substation-load", report_header(1, 2, 1.0, 1e6))
+        .after(delay)
+    })
+    .await;
+    let config = probes().upstream(Upstream {
+        connect_timeout_ms: None,
+        read_timeout_ms: Some(300),
+    });
+    let proxy = Proxy::start(&[("d", d.addr)], config).await;
+    let a = proxy.charge("lost", 1.0, 60.0).await;
+    assert_eq!(a.status, 502, "the client is told its booking failed");
+    let settled = gridlb_test_support::wait::wait_until(Duration::from_secs(10), || async {
+        !d.requests_to("/charge/d-0123456789abcdef0123456789abcdef")
+            .is_empty()
+    })
+    .await;
+    assert!(settled.is_some(), "the lost booking was not cancelled");
+    let posts = d.requests_to("/charge");
+    assert_eq!(posts.len(), 2, "asked once more, with the same key");
+    let keys: Vec<_> = posts.iter().map(|p| p.header("idempotency-key")).collect();
+    assert!(
+        keys[0].is_some_and(|k| k.starts_with("gridlb-")),
+        "{keys:?}"
+    );
+    assert_eq!(keys[0], keys[1]);
+    let page = proxy.metrics().await;
+    assert_eq!(
+        gridlb_test_support::prom::metric(&page, "gridlb_orphans_total{result=\"cancelled\"}"),
+        1.0
+    );
+}

@@ -66,7 +66,11 @@ async fn metrics_count_sessions_and_refusals_by_substation_and_by_the_proxy() {
     let full = proxy.charge("ev-3", 50.0, 3600.0).await;
     assert_eq!(full.status, 503, "{:?}", full.body);
 
-    let page = proxy.metrics().await;
+    // A request is counted in its logging phase, just after its answer went out.
+    let page = metrics_until(&proxy, |page| {
+        series(page, "gridlb_request_duration_seconds_count{route=\"charge\"}") == Some(3.0)
+    })
+    .await;
     let expect = [
         (
             "gridlb_requests_total{status=\"201\",substation=\"small\"}",

@@ -124,6 +124,14 @@ impl GridProxy {
                 }
             }
         }
+        ctx.upstream_key = match &ctx.idempotency_key {
+            Some(key) => Some(key.clone()),
+            None => IdempotencyKey::generate()
+                .map_err(|e| log::warn!("booking without an idempotency key: {e}"))
+                .ok()
+                .map(|k| k.as_str().to_string()),
+        };
+        ctx.body = body.freeze();
         let chosen = self
             .admission
             .admit(ctx.kw, ctx.idempotency_key.as_deref())

@@ -1,0 +1,63 @@
+//! The substation side of a request: the Pingora peer it is sent to, the load report its
+//! answer carries, and the settling of a booking whose answer was lost.
+
+use super::{GridProxy, RequestCtx, Route};
+use crate::attempt::is_capacity_refusal;
+use crate::orphan::Orphan;
+use crate::table::{Report, Source, SubstationState};
+use gridlb_protocol::LOAD_HEADER;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorSource, ErrorType};
+use pingora_http::ResponseHeader;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+impl GridProxy {
+    pub(super) fn peer(&self, addr: SocketAddr) -> Box<HttpPeer> {
+        let upstream = &self.table().config().upstream;
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        peer.options.connection_timeout = Some(upstream.connect_timeout);
+        peer.options.read_timeout = Some(upstream.read_timeout);
+        peer.options.write_timeout = Some(upstream.read_timeout);
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        Box::new(peer)
+    }
+
+    /// Feed the load header of an answer to the table.
+    pub(super) fn learn(&self, state: &SubstationState, header: &ResponseHeader) {
+        if let Some(value) = header.headers.get(LOAD_HEADER) {
+            let report = Report::from_header_value(value, Instant::now());
+            self.table().ingest(state, report, Source::Header);
+        }
+    }
+    /// A booking that reached a substation and whose answer was lost (not a refusal, not a
+    /// connection that never opened) may be booked there: settle it (see `crate::orphan`).
+    pub(super) fn settle_if_orphaned(&self, e: &Error, ctx: &RequestCtx) {
+        let sent = ctx.route == Route::Charge
+            && *e.esource() == ErrorSource::Upstream
+            && !is_capacity_refusal(e)
+            && !matches!(
+                e.etype(),
+                ErrorType::ConnectTimedout | ErrorType::ConnectRefused | ErrorType::ConnectNoRoute
+            );
+        let (Some(substation), Some(key)) = (ctx.attempts.target(), &ctx.upstream_key) else {
+            return;
+        };
+        if !sent {
+            return;
+        }
+        let orphan = Orphan {
+            substation: Arc::clone(substation),
+            key: key.clone(),
+            body: ctx.body.clone(),
+        };
+        let config = self.table().config();
+        self.orphans.settle(
+            orphan,
+            config.upstream.read_timeout * 2,
+            Arc::clone(self.table().metrics()),
+        );
+    }
+}
