@@ -82,6 +82,7 @@ pub struct Metrics {
     reports_rejected: IntCounterVec,
     report_resets: IntCounterVec,
     orphans: IntCounterVec,
+    ejections: IntCounterVec,
     admissions_refused: IntCounterVec,
     substation_refusals: IntCounterVec,
     retries: IntCounterVec,
@@ -180,6 +181,11 @@ impl Metrics {
                 "Bookings whose answer was lost, by how they were settled (cancelled, not_booked, unresolved).",
                 &["result"],
             ),
+            ejections: counter(
+                "gridlb_ejections_total",
+                "Times a substation was taken out of the choice as an outlier, by reason.",
+                &["substation", "reason"],
+            ),
             admissions_refused: counter(
                 "gridlb_admissions_refused_total",
                 "Charge requests the proxy refused itself, by reason.",
@@ -249,6 +255,7 @@ impl Metrics {
             Box::new(self.reports_rejected.clone()),
             Box::new(self.report_resets.clone()),
             Box::new(self.orphans.clone()),
+            Box::new(self.ejections.clone()),
             Box::new(self.admissions_refused.clone()),
             Box::new(self.substation_refusals.clone()),
             Box::new(self.retries.clone()),
@@ -293,6 +300,12 @@ impl Metrics {
 
     pub fn report_reset(&self, substation: &str) {
         self.report_resets.with_label_values(&[substation]).inc();
+    }
+
+    pub fn ejection(&self, substation: &str, reason: &str) {
+        self.ejections
+            .with_label_values(&[substation, reason])
+            .inc();
     }
 
     pub fn orphan(&self, result: &str) {

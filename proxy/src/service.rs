@@ -197,13 +197,16 @@ impl ProxyHttp for GridProxy {
         let Some(state) = ctx.attempts.target().cloned() else {
             return Ok(());
         };
-        self.learn(&state, upstream);
+        let learned = self.learn(&state, upstream);
         // Released only now: the report just learnt (or a newer one) includes this request.
         ctx.attempts.release();
         let metrics = self.table().metrics();
         let status = upstream.status.as_u16();
         if ctx.route == Route::Charge && status == 503 {
             metrics.substation_refused(&state.name);
+            if let Some(report) = &learned {
+                self.refused_with_room(&state, report, ctx.kw);
+            }
             let advised = upstream
                 .headers
                 .get(http::header::RETRY_AFTER)
@@ -228,6 +231,7 @@ impl ProxyHttp for GridProxy {
         }
         if ctx.route == Route::Charge && status == 201 {
             state.routed.fetch_add(1, Relaxed);
+            state.accepted();
         }
         upstream.insert_header(SUBSTATION_HEADER, state.name.as_str())?;
         Ok(())

@@ -33,6 +33,9 @@ pub struct SubstationStatus {
     /// (reported load + in-flight power) / capacity; null without a report.
     pub utilization: Option<f64>,
     pub sessions_routed: u64,
+    /// Out of the choice as an outlier for this many more seconds (absent when it is not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ejected_for_s: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -75,6 +78,9 @@ impl Status {
                     in_flight_kw: state.in_flight_kw(),
                     utilization: state.utilization_with(0.0),
                     sessions_routed: state.routed.load(Relaxed),
+                    ejected_for_s: state
+                        .ejected_for(tokio::time::Instant::now())
+                        .map(|d| d.as_secs_f64()),
                 }
             })
             .collect();

@@ -301,3 +301,45 @@ async fn a_booking_whose_answer_is_lost_is_cancelled_not_orphaned() {
         1.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_substation_that_refuses_while_reporting_room_is_taken_out_of_the_choice() {
+    // Reports itself empty (so least-load always prefers it) and refuses every session.
+    let liar = Double::start(|req| {
+        if req.path() == "/load" {
+            return Reply::new(200, report_json("liar", 1, 1, 0.0, 1e6));
+        }
+        Reply::new(503, r#"{"error":"no"}"#)
+            .header("retry-after", "1")
+            .header("x-substation-load", report_header(1, 1, 0.0, 1e6))
+    })
+    .await;
+    let honest = substation("honest", 10_000.0, 1.0).await;
+    let proxy = Proxy::start(
+        &[("liar", liar.addr), ("honest", honest.addr)],
+        with_probe(Probe::every(500, 250)),
+    )
+    .await;
+    for i in 0..30 {
+        let a = proxy.charge(&format!("ev-{i}"), 1.0, 600.0).await;
+        assert_eq!(a.status, 201);
+        assert_eq!(a.header("x-gridlb-substation"), Some("honest"));
+    }
+    let tried = liar.requests_to("/charge").len();
+    assert!(
+        tried <= 3,
+        "the liar was tried {tried} times for 30 sessions"
+    );
+    let status = proxy.status().await;
+    assert!(
+        common::entry(&status, "liar")["ejected_for_s"]
+            .as_f64()
+            .is_some()
+    );
+    let page = proxy.metrics().await;
+    let ejected = gridlb_test_support::prom::metric(
+        &page,
+        "gridlb_ejections_total{reason=\"refused_with_room\",substation=\"liar\"}",
+    );
+    assert!(ejected >= 1.0, "{ejected}");
+}

@@ -68,7 +68,10 @@ async fn metrics_count_sessions_and_refusals_by_substation_and_by_the_proxy() {
 
     // A request is counted in its logging phase, just after its answer went out.
     let page = metrics_until(&proxy, |page| {
-        series(page, "gridlb_request_duration_seconds_count{route=\"charge\"}") == Some(3.0)
+        series(
+            page,
+            "gridlb_request_duration_seconds_count{route=\"charge\"}",
+        ) == Some(3.0)
     })
     .await;
     let expect = [

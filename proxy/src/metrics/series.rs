@@ -20,11 +20,14 @@ impl Metrics {
         }
         self.substation_refusals.with_label_values(&[substation]);
         self.report_resets.with_label_values(&[substation]);
+        self.ejections
+            .with_label_values(&[substation, "refused_with_room"]);
     }
 
     /// The families with a `substation` label that are not recomputed at every scrape.
-    pub(super) fn per_substation(&self) -> [&dyn Retain; 7] {
+    pub(super) fn per_substation(&self) -> [&dyn Retain; 8] {
         [
+            &self.ejections,
             &self.report_resets,
             &self.requests,
             &self.probe_failures,

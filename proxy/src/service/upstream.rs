@@ -25,12 +25,32 @@ impl GridProxy {
         Box::new(peer)
     }
 
-    /// Feed the load header of an answer to the table.
-    pub(super) fn learn(&self, state: &SubstationState, header: &ResponseHeader) {
-        if let Some(value) = header.headers.get(LOAD_HEADER) {
-            let report = Report::from_header_value(value, Instant::now());
-            self.table().ingest(state, report, Source::Header);
+    /// Feed the load header of an answer to the table; the report, if it was valid.
+    pub(super) fn learn(&self, state: &SubstationState, header: &ResponseHeader) -> Option<Report> {
+        let value = header.headers.get(LOAD_HEADER)?;
+        let report = Report::from_header_value(value, Instant::now());
+        let valid = report.as_ref().ok().cloned();
+        self.table().ingest(state, report, Source::Header);
+        valid
+    }
+
+    /// A refusal whose own report shows room for the request is no race lost to another
+    /// client: the substation says one thing and does another. Take it out of the first
+    /// choice for a while (see `SubstationState::eject`).
+    pub(super) fn refused_with_room(&self, state: &SubstationState, report: &Report, kw: f64) {
+        let room = state.usable_capacity_kw(report.capacity_kw) - report.load_kw;
+        if room + 1e-6 < kw {
+            return;
         }
+        let base = self.table().config().probe.interval;
+        let out = state.eject(base);
+        self.table()
+            .metrics()
+            .ejection(&state.name, "refused_with_room");
+        log::warn!(
+            "substation {} refused {kw} kW while reporting {room:.1} kW free: out of the choice for {out:?}",
+            state.name
+        );
     }
     /// A booking that reached a substation and whose answer was lost (not a refusal, not a
     /// connection that never opened) may be booked there: settle it (see `crate::orphan`).

@@ -215,3 +215,33 @@ async fn the_same_version_again_keeps_a_quiet_substation_s_report_young() {
         "confirmed every 200 ms"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_ejection_backs_off_longer_each_time_and_resets_on_an_accepted_session() {
+    let (_table, s) = table(None);
+    s.offer(report(1, 1, 0.0));
+    let base = std::time::Duration::from_millis(100);
+    assert_eq!(s.eject(base), base);
+    assert!(
+        s.score(1.0, 1.0, Instant::now()).is_none(),
+        "out of the choice"
+    );
+    tokio::time::advance(base).await;
+    s.offer(report(1, 2, 0.0));
+    assert!(
+        s.score(1.0, 1.0, Instant::now()).is_some(),
+        "back after its time"
+    );
+    assert_eq!(s.eject(base), base * 2);
+    assert_eq!(s.eject(base), base * 4);
+    s.accepted();
+    assert_eq!(
+        s.eject(base),
+        base,
+        "an accepted session resets the back-off"
+    );
+    for _ in 0..20 {
+        s.eject(base);
+    }
+    assert_eq!(s.eject(base), MAX_EJECTION);
+}
