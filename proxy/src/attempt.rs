@@ -51,6 +51,8 @@ pub struct Attempts {
     /// The substation of the current (or last) attempt.
     target: Option<Arc<SubstationState>>,
     tried: Vec<SocketAddr>,
+    /// When the current (or last) attempt was sent.
+    sent_at: Option<tokio::time::Instant>,
 }
 
 impl Attempts {
@@ -76,6 +78,7 @@ impl Attempts {
         };
         let state = Arc::clone(reservation.state());
         self.tried.push(state.addr);
+        self.sent_at = Some(tokio::time::Instant::now());
         self.target = Some(Arc::clone(&state));
         self.state = State::InFlight { _held: reservation };
         Some(state)
@@ -91,6 +94,11 @@ impl Attempts {
     /// The substation of the current (or last) attempt.
     pub fn target(&self) -> Option<&Arc<SubstationState>> {
         self.target.as_ref()
+    }
+
+    /// How long ago the current (or last) attempt was sent.
+    pub fn since_sent(&self) -> Option<std::time::Duration> {
+        self.sent_at.map(|t| t.elapsed())
     }
 
     /// The addresses this request was sent to.

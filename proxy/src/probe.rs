@@ -128,6 +128,9 @@ impl LoadProbe {
             .metrics()
             .probe_duration(&state.name, started.elapsed());
         self.record(state, &result);
+        if result.is_ok() {
+            state.probe_latency(started.elapsed());
+        }
         result
     }
 

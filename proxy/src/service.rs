@@ -198,6 +198,11 @@ impl ProxyHttp for GridProxy {
             return Ok(());
         };
         let learned = self.learn(&state, upstream);
+        if ctx.route == Route::Charge
+            && let Some(latency) = ctx.attempts.since_sent()
+        {
+            self.observe_latency(&state, latency);
+        }
         // Released only now: the report just learnt (or a newer one) includes this request.
         ctx.attempts.release();
         let metrics = self.table().metrics();
@@ -262,6 +267,12 @@ impl ProxyHttp for GridProxy {
         client_reused: bool,
     ) -> Box<Error> {
         ctx.attempts.release();
+        if ctx.route == Route::Charge
+            && *e.etype() == ErrorType::ReadTimedout
+            && let (Some(state), Some(waited)) = (ctx.attempts.target(), ctx.attempts.since_sent())
+        {
+            self.observe_latency(&Arc::clone(state), waited);
+        }
         let mut e = e.more_context(format!("upstream {peer}"));
         let replayable = ctx.route == Route::Charge && !session.as_ref().retry_buffer_truncated();
         let metrics = self.table().metrics();

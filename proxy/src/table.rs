@@ -35,16 +35,15 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 use tokio::time::Instant;
 
+mod outlier;
 mod snapshot;
 
+pub use outlier::{MAX_EJECTION, SLOW_FACTOR, SLOW_FLOOR};
 pub use snapshot::{Change, Snapshot, Substation, Table};
 
 /// The slack of the one "fits" rule ([`fits`]): an exact fit (500 of 500 kW) must not be
 /// refused for floating-point rounding.
 const TOLERANCE_KW: f64 = 1e-6;
-
-/// The longest an outlier stays out of the choice.
-pub const MAX_EJECTION: Duration = Duration::from_secs(60);
 
 /// Whether `load_kw` plus `in_flight_w` (which includes the request being considered) stays
 /// within `max_utilization` of `capacity_kw`. The only capacity rule in the proxy: selection
@@ -172,6 +171,11 @@ pub struct SubstationState {
     ejected_until_ns: AtomicU64,
     /// Ejections since the last accepted session: the back-off doubles with each.
     ejections: AtomicU32,
+    /// Moving averages (µs) of `/charge` answers' and of probes' latency; 0: none yet.
+    charge_latency_us: AtomicU64,
+    probe_latency_us: AtomicU64,
+    /// `/charge` answers in the average so far (a judgement waits for [`outlier::SAMPLES`]).
+    charge_samples: AtomicU32,
     born: Instant,
     /// Sessions this proxy routed here that the substation accepted.
     pub routed: AtomicU64,
@@ -194,6 +198,9 @@ impl SubstationState {
             contradictions: AtomicU32::new(0),
             ejected_until_ns: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
+            charge_latency_us: AtomicU64::new(0),
+            probe_latency_us: AtomicU64::new(0),
+            charge_samples: AtomicU32::new(0),
             born: Instant::now(),
             routed: AtomicU64::new(0),
         })
@@ -229,31 +236,6 @@ impl SubstationState {
             load_kw: report.load_kw,
             capacity_kw: self.usable_capacity_kw(report.capacity_kw),
         })
-    }
-
-    /// Take the substation out of the choice (outlier ejection, as Envoy and HAProxy do):
-    /// for `base` after the first ejection, doubling with each further one up to
-    /// [`MAX_EJECTION`], until a session is accepted there again ([`Self::accepted`]). It is
-    /// still probed; when the time is up it is chosen again. Returns the time out.
-    pub fn eject(&self, base: Duration) -> Duration {
-        let n = self.ejections.fetch_add(1, Relaxed).min(16);
-        let out = base.saturating_mul(1 << n).min(MAX_EJECTION);
-        let until = Instant::now().saturating_duration_since(self.born) + out;
-        let ns = u64::try_from(until.as_nanos()).unwrap_or(u64::MAX);
-        self.ejected_until_ns.store(ns, Relaxed);
-        out
-    }
-
-    /// A session was accepted here: the ejection back-off starts again from its base.
-    pub fn accepted(&self) {
-        self.ejections.store(0, Relaxed);
-    }
-
-    /// How long the substation stays out of the choice, if it is ejected at `now`.
-    pub fn ejected_for(&self, now: Instant) -> Option<Duration> {
-        let until = Duration::from_nanos(self.ejected_until_ns.load(Relaxed));
-        let since_birth = now.saturating_duration_since(self.born);
-        (until > since_birth).then(|| until - since_birth)
     }
 
     /// Replace the held report whatever its version (the reset of [`Table::ingest`]).

@@ -343,3 +343,80 @@ async fn a_substation_that_refuses_while_reporting_room_is_taken_out_of_the_choi
     );
     assert!(ejected >= 1.0, "{ejected}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_are_all_answered_in_order() {
+    let s = substation("s1", 1000.0, 1.0).await;
+    let proxy = Proxy::start(&[("s1", s.addr)], probes()).await;
+    let mut conn = TcpStream::connect(proxy.listen).await.expect("connect");
+    let mut burst = Vec::new();
+    for i in 0..3 {
+        let body = format!(r#"{{"vehicle_id":"pipe-{i}","power_kw":1.0,"duration_s":60}}"#);
+        burst.extend(raw_charge("/charge", "x", &[], &body));
+    }
+    burst.extend_from_slice(b"GET /nowhere HTTP/1.1\r\nhost: x\r\n\r\n");
+    conn.write_all(&burst).await.expect("one write");
+    // Read until four answers have come (or nothing more does), then list their statuses.
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while count(&seen, b"HTTP/1.1 ") < 4 {
+        match tokio::time::timeout(Duration::from_secs(5), conn.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => seen.extend_from_slice(&chunk[..n]),
+            _ => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&seen);
+    let statuses: Vec<u16> = text
+        .match_indices("HTTP/1.1 ")
+        .filter_map(|(i, _)| text[i + 9..i + 12].parse().ok())
+        .collect();
+    assert_eq!(statuses, vec![201, 201, 201, 404]);
+    assert_eq!(s.state.report().active_sessions, 3);
+}
+
+fn count(haystack: &[u8], needle: &[u8]) -> usize {
+    haystack
+        .windows(needle.len())
+        .filter(|w| *w == needle)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_substation_slow_to_book_loses_its_share() {
+    // Answers /load at once (and looks empty), /charge only after 600 ms.
+    let slow = Double::start(|req| {
+        if req.path() == "/load" {
+            return Reply::new(200, report_json("slow", 1, 1, 0.0, 1e6));
+        }
+        Reply::new(
+            201,
+            r#"{"session_id":"slow-0123456789abcdef0123456789abcdef","substation":"slow","power_kw":1,"load_kw":0,"capacity_kw":1000000}"#,
+        )
+        .header("x-substation-load", report_header(1, 1, 0.0, 1e6))
+        .after(Duration::from_millis(600))
+    })
+    .await;
+    let honest = substation("honest", 10_000.0, 1.0).await;
+    let proxy = Proxy::start(
+        &[("slow", slow.addr), ("honest", honest.addr)],
+        with_probe(Probe::every(1000, 500)),
+    )
+    .await;
+    for i in 0..20 {
+        assert_eq!(
+            proxy.charge(&format!("ev-{i}"), 1.0, 600.0).await.status,
+            201
+        );
+    }
+    let to_slow = slow.requests_to("/charge").len();
+    assert!(
+        to_slow <= 3,
+        "the slow substation took {to_slow} of 20 sessions"
+    );
+    let page = proxy.metrics().await;
+    let ejected = gridlb_test_support::prom::metric(
+        &page,
+        "gridlb_ejections_total{reason=\"slow\",substation=\"slow\"}",
+    );
+    assert!(ejected >= 1.0, "{ejected}");
+}

@@ -20,8 +20,9 @@ impl Metrics {
         }
         self.substation_refusals.with_label_values(&[substation]);
         self.report_resets.with_label_values(&[substation]);
-        self.ejections
-            .with_label_values(&[substation, "refused_with_room"]);
+        for reason in ["refused_with_room", "slow"] {
+            self.ejections.with_label_values(&[substation, reason]);
+        }
     }
 
     /// The families with a `substation` label that are not recomputed at every scrape.

@@ -4,7 +4,7 @@
 use super::{GridProxy, RequestCtx, Route};
 use crate::attempt::is_capacity_refusal;
 use crate::orphan::Orphan;
-use crate::table::{Report, Source, SubstationState};
+use crate::table::{Report, Snapshot, Source, SubstationState};
 use gridlb_protocol::LOAD_HEADER;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType};
@@ -34,12 +34,27 @@ impl GridProxy {
         valid
     }
 
+    /// A `/charge` answer from `state` took `latency` (or never came in that time): take a
+    /// substation far slower than is typical out of the choice (see `table::outlier`).
+    pub(super) fn observe_latency(&self, state: &SubstationState, latency: Duration) {
+        let snapshot = self.table().snapshot();
+        if !state.charge_latency(latency, &snapshot.substations) || !may_eject(&snapshot) {
+            return;
+        }
+        let out = state.eject(snapshot.config.probe.interval);
+        self.table().metrics().ejection(&state.name, "slow");
+        log::warn!(
+            "substation {} answers far slower than is typical ({latency:?} now): out of the choice for {out:?}",
+            state.name
+        );
+    }
+
     /// A refusal whose own report shows room for the request is no race lost to another
     /// client: the substation says one thing and does another. Take it out of the first
     /// choice for a while (see `SubstationState::eject`).
     pub(super) fn refused_with_room(&self, state: &SubstationState, report: &Report, kw: f64) {
         let room = state.usable_capacity_kw(report.capacity_kw) - report.load_kw;
-        if room + 1e-6 < kw {
+        if room + 1e-6 < kw || !may_eject(&self.table().snapshot()) {
             return;
         }
         let base = self.table().config().probe.interval;
@@ -80,4 +95,16 @@ impl GridProxy {
             Arc::clone(self.table().metrics()),
         );
     }
+}
+
+/// At most half of the substations may be out of the choice as outliers at once (Envoy's
+/// `max_ejection_percent`): ejecting the only substation of a grid would refuse everything.
+fn may_eject(snapshot: &Snapshot) -> bool {
+    let now = Instant::now();
+    let ejected = snapshot
+        .substations
+        .iter()
+        .filter(|s| s.state.ejected_for(now).is_some())
+        .count();
+    (ejected + 1) * 2 <= snapshot.substations.len()
 }
