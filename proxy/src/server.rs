@@ -1,10 +1,12 @@
 //! Assembly: the one place every part is made and wired ([`Parts`]), and the Pingora server
 //! around them: the proxy service on `listen`, the admin app on `admin.listen`, the probe
-//! schedule and (with a config file) the reload triggers as background services.
+//! schedule, the access log writer and (with a config file) the reload triggers as
+//! background services.
 //!
 //! Dependencies run one way: `config` → `table` (with `metrics`) → `selection`, `probe`,
 //! `discovery` → `pool` → `admission`, `reload` → `service`, `admin` → `server`.
 
+use crate::access_log::{self, AccessLog};
 use crate::admin::AdminApp;
 use crate::admission::Admission;
 use crate::config::{Config, ConfigError};
@@ -81,6 +83,7 @@ pub fn build(
     let listen = config.listen.to_string();
     let admin_listen = config.admin.listen.to_string();
     let port = config.listen.port();
+    access_log::check(config.access_log.as_ref())?;
     let parts = Parts::new(config, config_path.clone(), metrics, Rng::from_entropy())?;
     let mut conf = ServerConf {
         threads: options.threads.unwrap_or_else(|| {
@@ -105,9 +108,13 @@ pub fn build(
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
+    let table = Arc::clone(&parts.table);
+    let (log, log_writer) = AccessLog::new(Arc::clone(parts.table.metrics()), move || {
+        table.config().access_log.clone()
+    });
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
-        GridProxy::new(Arc::clone(&parts.admission)),
+        GridProxy::new(Arc::clone(&parts.admission)).with_access_log(log),
         "gridlb proxy",
     );
     proxy.add_tcp(&listen);
@@ -124,6 +131,7 @@ pub fn build(
     server.add_service(proxy);
     server.add_service(admin);
     server.add_service(probe);
+    server.add_service(background_service("gridlb access log", log_writer));
     if let Some(path) = config_path {
         server.add_service(background_service(
             "gridlb reload",

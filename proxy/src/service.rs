@@ -22,14 +22,21 @@
 //!    connect failure or a capacity refusal always; an error on a reused keep-alive
 //!    connection (the substation went away between requests) too; nothing that may have been
 //!    booked.
-//! 5. `fail_to_proxy` writes a JSON error; `logging` records metrics.
+//! 5. `fail_to_proxy` writes a JSON error; `logging` records metrics and the access log line
+//!    (`access.rs`, `crate::access_log`).
+//!
+//! Every request carries one `x-request-id` (`crate::request_id`): adopted or made first
+//! thing in `request_filter`, sent upstream with the request, put back on every answer
+//! (`response_filter` for the substation's, `respond_json` for the proxy's own).
 
+use crate::access_log::{AccessLog, UpstreamTimer};
 use crate::admission::Admission;
 use crate::attempt::{Attempts, EXHAUSTED, REFUSED, is_capacity_refusal};
 use crate::gate::{Gate, Pass};
+use crate::request_id;
 use crate::table::{Report, Source, SubstationState, Table};
 use async_trait::async_trait;
-use gridlb_protocol::{ErrorBody, LOAD_HEADER, SUBSTATION_HEADER};
+use gridlb_protocol::{ErrorBody, LOAD_HEADER, RequestId, SUBSTATION_HEADER};
 use http::Method;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
@@ -83,8 +90,11 @@ pub struct RequestCtx {
     idempotency_key: Option<String>,
     /// Held while the request is in progress (the concurrent-request cap).
     _pass: Option<Pass>,
+    request_id: Option<RequestId>,
+    upstream_time: UpstreamTimer,
 }
 
+mod access;
 mod request;
 
 use request::{not_allowed, respond_json};
@@ -93,6 +103,7 @@ pub struct GridProxy {
     admission: Arc<Admission>,
     /// Requests in progress, capped by `limits.max_concurrent_requests`.
     gate: Arc<Gate>,
+    access_log: Option<AccessLog>,
 }
 
 impl GridProxy {
@@ -100,7 +111,14 @@ impl GridProxy {
         GridProxy {
             admission,
             gate: Arc::new(Gate::default()),
+            access_log: None,
         }
+    }
+
+    /// Write an access log line per request through `log` (when the config turns it on).
+    pub fn with_access_log(mut self, log: AccessLog) -> Self {
+        self.access_log = Some(log);
+        self
     }
 
     fn table(&self) -> &Table {
@@ -139,10 +157,13 @@ impl ProxyHttp for GridProxy {
             retry_after: None,
             idempotency_key: None,
             _pass: None,
+            request_id: None,
+            upstream_time: UpstreamTimer::default(),
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        ctx.request_id = Some(request_id::adopt(session.req_header_mut()));
         if self.limited(session, ctx).await? {
             return Ok(true);
         }
@@ -187,6 +208,7 @@ impl ProxyHttp for GridProxy {
         if let Some(key) = &ctx.idempotency_key {
             self.admission.remember(key, &state.name);
         }
+        ctx.upstream_time.sent();
         Ok(self.peer(state.addr))
     }
 
@@ -270,6 +292,19 @@ impl ProxyHttp for GridProxy {
             state.routed.fetch_add(1, Relaxed);
         }
         upstream.insert_header(SUBSTATION_HEADER, state.name.as_str())?;
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.upstream_time.answered();
+        if let Some(id) = &ctx.request_id {
+            request_id::stamp(upstream, id);
+        }
         Ok(())
     }
 
@@ -396,5 +431,6 @@ impl ProxyHttp for GridProxy {
             ctx.route.label(),
             ctx.started.elapsed(),
         );
+        self.access(session, ctx, status);
     }
 }
