@@ -17,7 +17,8 @@
 //! - [`admission`]: choosing a substation and reserving its power; [`attempt`]: one
 //!   request's upstream attempts as a typed state;
 //! - [`reload`]: validated reloads and their triggers (file change, SIGHUP, DNS refresh);
-//! - [`service`]: the `ProxyHttp` implementation; [`admin`] and [`status`]: the admin API;
+//! - [`service`]: the `ProxyHttp` implementation; [`admin`], [`status`] and [`history`] (the
+//!   status page's last minutes): the admin API;
 //! - [`server`]: assembles every part ([`server::Parts`]) into a Pingora server.
 
 pub mod access_log;
@@ -28,6 +29,7 @@ pub mod attempt;
 pub mod config;
 pub mod discovery;
 pub mod gate;
+pub mod history;
 pub mod metrics;
 pub mod pool;
 pub mod probe;

@@ -1,7 +1,7 @@
 //! Assembly: the one place every part is made and wired ([`Parts`]), and the Pingora server
-//! around them: the proxy service on `listen`, the admin app on `admin.listen`, the probe
-//! schedule, the access log writer and (with a config file) the reload triggers as
-//! background services.
+//! around them: the proxy service on `listen`, the admin app on `admin.listen`, and as
+//! background services the probe schedule, the access log writer, the status page's history
+//! sampler and (with a config file) the reload triggers.
 //!
 //! Dependencies run one way: `config` → `table` (with `metrics`) → `selection`, `probe`,
 //! `discovery` → `pool` → `admission`, `reload` → `service`, `admin` → `server`.
@@ -11,6 +11,7 @@ use crate::admin::AdminApp;
 use crate::admission::Admission;
 use crate::config::{Config, ConfigError};
 use crate::discovery;
+use crate::history::{History, Sampler};
 use crate::metrics::Metrics;
 use crate::pool::{Pool, ProbeSchedule};
 use crate::reload::{ReloadService, Reloader};
@@ -118,7 +119,9 @@ pub fn build(
         "gridlb proxy",
     );
     proxy.add_tcp(&listen);
-    let admin_app = AdminApp::new(Arc::clone(&parts.pool), Arc::clone(&parts.reloader));
+    let history = Arc::new(History::default());
+    let admin_app = AdminApp::new(Arc::clone(&parts.pool), Arc::clone(&parts.reloader))
+        .with_history(Arc::clone(&history));
     let mut admin = Service::new("gridlb admin".to_string(), admin_app);
     admin.add_tcp(&admin_listen);
     let probe = background_service(
@@ -132,6 +135,11 @@ pub fn build(
     server.add_service(admin);
     server.add_service(probe);
     server.add_service(background_service("gridlb access log", log_writer));
+    let sampler = Sampler {
+        table: Arc::clone(&parts.table),
+        history,
+    };
+    server.add_service(background_service("gridlb history", sampler));
     if let Some(path) = config_path {
         server.add_service(background_service(
             "gridlb reload",
