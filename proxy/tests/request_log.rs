@@ -170,6 +170,13 @@ async fn json_lines_describe_each_request_and_sigusr1_reopens_the_file_after_a_r
     assert_eq!(line["request_id"], "after-rotation");
     assert_eq!(lines(&rotated).len(), 3);
     assert!(proxy.log().contains("SIGUSR1"), "{}", proxy.log());
+    // Nothing was dropped, and the counter is on the page from the start.
+    let page = proxy.metrics().await;
+    assert_eq!(
+        gridlb_test_support::prom::value(&page, "gridlb_access_log_dropped_total"),
+        Some(0.0),
+        "{page}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
