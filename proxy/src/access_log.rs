@@ -298,3 +298,49 @@ impl BackgroundService for Writer {
         open.flush();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(i: usize) -> Record {
+        Record {
+            time: SystemTime::UNIX_EPOCH,
+            request_id: format!("r{i}"),
+            client: None,
+            method: "GET".into(),
+            path: "/".into(),
+            status: 404,
+            substation: None,
+            kw: 0.0,
+            attempts: 0,
+            upstream: None,
+            total: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_instead_of_waiting() {
+        let metrics = Arc::new(Metrics::new(&prometheus::Registry::new()).unwrap());
+        // The writer never runs: the queue fills up and stays full.
+        let (log, _writer) = AccessLog::new(Arc::clone(&metrics), || None);
+        for i in 0..QUEUE + 5 {
+            log.record(record(i));
+        }
+        let page = metrics.render(&[]);
+        assert!(
+            page.contains("gridlb_access_log_dropped_total 5\n"),
+            "{page}"
+        );
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_opened_is_an_error_naming_the_key() {
+        let config = AccessLogConfig {
+            path: AccessLogPath::File("/proc/no-such-dir/access.log".into()),
+            format: LogFormat::Json,
+        };
+        assert_eq!(check(Some(&config)).unwrap_err().path, "access_log.path");
+        assert!(check(None).is_ok());
+    }
+}
