@@ -156,12 +156,15 @@ pub struct ChargeAccepted {
     pub capacity_kw: f64,
 }
 
-/// The JSON body of every error answer: `{"error": "...", "field": "power_kw"}`.
+/// The JSON body of every error answer: `{"error": "...", "field": "power_kw"}`; the
+/// proxy's own answers also name the request (`"request_id": "..."`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 impl ErrorBody {
@@ -169,7 +172,14 @@ impl ErrorBody {
         ErrorBody {
             error: error.into(),
             field,
+            request_id: None,
         }
+    }
+
+    /// The same body naming the request it answers.
+    pub fn with_request_id(mut self, id: &crate::RequestId) -> Self {
+        self.request_id = Some(id.as_str().to_string());
+        self
     }
 
     pub fn to_json(&self) -> Vec<u8> {
@@ -180,6 +190,17 @@ impl ErrorBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_body_names_the_request_only_when_it_has_an_id() {
+        let plain = ErrorBody::new("no", None);
+        assert_eq!(plain.to_json(), br#"{"error":"no"}"#);
+        let id = crate::RequestId::parse(b"req-1").unwrap();
+        assert_eq!(
+            plain.with_request_id(&id).to_json(),
+            br#"{"error":"no","request_id":"req-1"}"#
+        );
+    }
 
     #[test]
     fn valid_request_parses() {

@@ -12,6 +12,7 @@
 //! - [`SubstationName`]: 1 to 64 of `A-Z a-z 0-9 _ . -`;
 //! - [`SessionId`]: the session-id format and its owner prefix;
 //! - [`IdempotencyKey`]: 1 to 255 visible ASCII characters;
+//! - [`RequestId`]: the `x-request-id` header, 1 to 128 visible ASCII characters;
 //! - [`rng`]: SplitMix64, plain ([`SplitMix64`]) and lock-free ([`SharedRng`]);
 //! - [`unix_now`]: wall-clock seconds.
 //!
@@ -29,6 +30,7 @@ mod key;
 mod name;
 mod power;
 mod report;
+mod request_id;
 pub mod rng;
 mod session;
 
@@ -40,6 +42,7 @@ pub use key::{IdempotencyKey, KeyError, MAX_KEY_LEN};
 pub use name::{MAX_NAME_LEN, NameError, SubstationName, is_valid_substation_name};
 pub use power::{Power, PowerError};
 pub use report::{HeaderReport, LoadReport, ReportError, ReportVersion};
+pub use request_id::{MAX_REQUEST_ID_LEN, REQUEST_ID_HEADER, RequestId, RequestIdError};
 pub use rng::{SharedRng, SplitMix64, mix};
 pub use session::{RandomnessError, SessionId};
 

@@ -74,12 +74,17 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 pub(crate) fn random_hex() -> Result<String, RandomnessError> {
     let mut bits = [0u8; TOKEN_HEX / 2];
     getrandom::fill(&mut bits).map_err(|e| RandomnessError(e.to_string()))?;
+    Ok(hex128(bits))
+}
+
+/// 128 bits as 32 lowercase hex digits.
+pub(crate) fn hex128(bits: [u8; TOKEN_HEX / 2]) -> String {
     let mut text = String::with_capacity(TOKEN_HEX);
     for b in bits {
         text.push(char::from(HEX[usize::from(b >> 4)]));
         text.push(char::from(HEX[usize::from(b & 15)]));
     }
-    Ok(text)
+    text
 }
 
 impl fmt::Display for SessionId {

@@ -5,6 +5,7 @@
 //! | `GET /healthz` | `200` while the process serves |
 //! | `GET /readyz` | `200` once every configured substation has been probed at least once, else `503` naming the others |
 //! | `GET /status` | JSON: each substation's health, last report, in-flight power, utilisation |
+//! | `GET /history` | JSON: the last ten minutes, one sample a second: utilisation per substation, refusals per interval (`crate::history`) |
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /` | the live status page (one self-contained HTML file, no CDN) |
 //! | `POST /reload` | re-read the config file; JSON result, with the error and its key path on failure |
@@ -14,6 +15,7 @@
 //! `Authorization: Bearer <token>` (the scheme in any case, RFC 9110 §11.1), compared in
 //! constant time. A reload cannot remove or change the token.
 
+use crate::history::History;
 use crate::pool::Pool;
 use crate::reload::{ReloadError, Reloader};
 use crate::status::Status;
@@ -29,11 +31,22 @@ const STATUS_PAGE: &str = include_str!("status.html");
 pub struct AdminApp {
     pool: Arc<Pool>,
     reloader: Arc<Reloader>,
+    history: Arc<History>,
 }
 
 impl AdminApp {
     pub fn new(pool: Arc<Pool>, reloader: Arc<Reloader>) -> Self {
-        AdminApp { pool, reloader }
+        AdminApp {
+            pool,
+            reloader,
+            history: Arc::default(),
+        }
+    }
+
+    /// Serve `history` on `GET /history` (default: an empty one).
+    pub fn with_history(mut self, history: Arc<History>) -> Self {
+        self.history = history;
+        self
     }
 
     fn authorized(&self, session: &ServerSession) -> bool {
@@ -120,6 +133,7 @@ impl ServeHttp for AdminApp {
                 StatusCode::OK,
                 &Status::of(&self.pool, self.reloader.status()),
             ),
+            (Method::GET, "/history") => json_response(StatusCode::OK, &self.history.document()),
             (Method::GET, "/metrics") => {
                 let table = self.pool.table();
                 let page = table.metrics().render(&table.snapshot().gauges());
@@ -140,10 +154,12 @@ impl ServeHttp for AdminApp {
                 unauthorized()
             }
             (Method::POST, p) if p.starts_with("/substations/") => self.drain(p).await,
-            (_, "/healthz" | "/readyz" | "/status" | "/metrics" | "/") => json_response(
-                StatusCode::METHOD_NOT_ALLOWED,
-                &json!({"error": "method not allowed; use GET"}),
-            ),
+            (_, "/healthz" | "/readyz" | "/status" | "/history" | "/metrics" | "/") => {
+                json_response(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    &json!({"error": "method not allowed; use GET"}),
+                )
+            }
             (_, "/reload") => json_response(
                 StatusCode::METHOD_NOT_ALLOWED,
                 &json!({"error": "method not allowed; use POST"}),

@@ -12,7 +12,8 @@
 //! - `upstream`: connect timeout 1 s, read timeout 10 s;
 //! - `limits`: 32 KiB of request headers, 10 s to send a body, 10,000 requests at once;
 //! - `dns.refresh_ms` 30 s: how often substation host names are resolved again;
-//! - a substation's `weight` 1, `drain` false, no `capacity_kw` (the reported one is used).
+//! - a substation's `weight` 1, `drain` false, no `capacity_kw` (the reported one is used);
+//! - `access_log` off; when on, `format` is `json`.
 //!
 //! This module does no I/O beyond reading the file (and the token's environment variable):
 //! substation host names are checked for syntax here and resolved by `discovery`, which owns
@@ -76,6 +77,34 @@ pub struct Config {
     pub dns_refresh: Duration,
     /// Peers whose `X-Forwarded-For` is believed; from anyone else it is replaced.
     pub trusted_proxies: Vec<Cidr>,
+    /// One line per request, when on (see `access_log.rs`).
+    pub access_log: Option<AccessLogConfig>,
+}
+
+/// Where the access log goes and how its lines look.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLogConfig {
+    pub path: AccessLogPath,
+    pub format: LogFormat,
+}
+
+/// `access_log.path`: `-` is standard output, anything else a file (appended to, created
+/// when missing; a relative path is relative to gridlb's working directory).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogPath {
+    Stdout,
+    File(std::path::PathBuf),
+}
+
+/// `access_log.format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line.
+    #[default]
+    Json,
+    /// `key=value` pairs (Heroku's logfmt), values quoted when they need it.
+    Logfmt,
 }
 
 /// An IP range, `addr/prefix` (a bare address is a range of one).

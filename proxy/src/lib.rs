@@ -4,10 +4,12 @@
 //! Map of the crate, in the order the dependencies run (each module uses only those above
 //! it; `docs/design.md` draws the map):
 //! - [`config`]: the YAML file and its validation (pure: no DNS, no I/O beyond the file);
-//! - [`metrics`]: every Prometheus family, registered once;
+//! - [`metrics`]: every Prometheus family, registered once; [`access_log`]: one line per
+//!   request, written by a background service;
 //! - [`table`]: the load table (the swapped snapshot, newest report per substation, in-flight
 //!   power, reservations, health and drain) and the one door reports come in by;
-//! - [`affinity`] (Idempotency-Key routing) and [`gate`] (the concurrent-request cap);
+//! - [`affinity`] (Idempotency-Key routing), [`gate`] (the concurrent-request cap) and
+//!   [`request_id`] (`x-request-id`, kept or made);
 //! - [`selection`]: Pingora `BackendSelection` with least-load, p2c and baselines;
 //! - [`probe`]: the load probe, a Pingora `HealthCheck` that reads `GET /load`;
 //! - [`discovery`]: DNS and Pingora `ServiceDiscovery` from the config;
@@ -15,9 +17,11 @@
 //! - [`admission`]: choosing a substation and reserving its power; [`attempt`]: one
 //!   request's upstream attempts as a typed state;
 //! - [`reload`]: validated reloads and their triggers (file change, SIGHUP, DNS refresh);
-//! - [`service`]: the `ProxyHttp` implementation; [`admin`] and [`status`]: the admin API;
+//! - [`service`]: the `ProxyHttp` implementation; [`admin`], [`status`] and [`history`] (the
+//!   status page's last minutes): the admin API;
 //! - [`server`]: assembles every part ([`server::Parts`]) into a Pingora server.
 
+pub mod access_log;
 pub mod admin;
 pub mod admission;
 pub mod affinity;
@@ -26,11 +30,13 @@ pub mod call;
 pub mod config;
 pub mod discovery;
 pub mod gate;
+pub mod history;
 pub mod metrics;
 pub mod orphan;
 pub mod pool;
 pub mod probe;
 pub mod reload;
+pub mod request_id;
 pub mod selection;
 pub mod server;
 pub mod service;

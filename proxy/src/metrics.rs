@@ -18,7 +18,8 @@
 
 use gridlb_protocol::unix_now;
 use prometheus::{
-    Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, core::Collector,
+    Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+    core::Collector,
 };
 use std::collections::HashSet;
 use std::time::Duration;
@@ -89,6 +90,7 @@ pub struct Metrics {
     reloads: IntCounterVec,
     last_reload: Gauge,
     last_reload_ok: Gauge,
+    access_log_dropped: IntCounter,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -216,6 +218,11 @@ impl Metrics {
                 "1 when the last config load or reload succeeded, 0 when it failed.",
             )
             .expect("metric options are static and valid"),
+            access_log_dropped: IntCounter::new(
+                "gridlb_access_log_dropped_total",
+                "Access log lines dropped because the writer fell behind (its queue was full).",
+            )
+            .expect("metric options are static and valid"),
         };
         for c in m.collectors() {
             registry.register(c)?;
@@ -262,6 +269,7 @@ impl Metrics {
             Box::new(self.reloads.clone()),
             Box::new(self.last_reload.clone()),
             Box::new(self.last_reload_ok.clone()),
+            Box::new(self.access_log_dropped.clone()),
         ]
     }
 
@@ -320,6 +328,19 @@ impl Metrics {
         self.substation_refusals
             .with_label_values(&[substation])
             .inc();
+    }
+
+    pub fn access_log_dropped(&self) {
+        self.access_log_dropped.inc();
+    }
+
+    /// Charge requests the proxy refused so far, all reasons together (the status page's
+    /// history counts them per interval).
+    pub fn refusals(&self) -> u64 {
+        REFUSAL_REASONS
+            .iter()
+            .map(|r| self.admissions_refused.with_label_values(&[r]).get())
+            .sum()
     }
 
     pub fn retry(&self, reason: &str) {

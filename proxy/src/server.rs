@@ -1,14 +1,17 @@
 //! Assembly: the one place every part is made and wired ([`Parts`]), and the Pingora server
-//! around them: the proxy service on `listen`, the admin app on `admin.listen`, the probe
-//! schedule and (with a config file) the reload triggers as background services.
+//! around them: the proxy service on `listen`, the admin app on `admin.listen`, and as
+//! background services the probe schedule, the access log writer, the status page's history
+//! sampler and (with a config file) the reload triggers.
 //!
 //! Dependencies run one way: `config` → `table` (with `metrics`) → `selection`, `probe`,
 //! `discovery` → `pool` → `admission`, `reload` → `service`, `admin` → `server`.
 
+use crate::access_log::{self, AccessLog};
 use crate::admin::AdminApp;
 use crate::admission::Admission;
 use crate::config::{Config, ConfigError};
 use crate::discovery;
+use crate::history::{History, Sampler};
 use crate::metrics::Metrics;
 use crate::pool::{Pool, ProbeSchedule};
 use crate::reload::{ReloadService, Reloader};
@@ -81,6 +84,7 @@ pub fn build(
     let listen = config.listen.to_string();
     let admin_listen = config.admin.listen.to_string();
     let port = config.listen.port();
+    access_log::check(config.access_log.as_ref())?;
     let parts = Parts::new(config, config_path.clone(), metrics, Rng::from_entropy())?;
     let mut conf = ServerConf {
         threads: options.threads.unwrap_or_else(|| {
@@ -105,13 +109,19 @@ pub fn build(
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
+    let table = Arc::clone(&parts.table);
+    let (log, log_writer) = AccessLog::new(Arc::clone(parts.table.metrics()), move || {
+        table.config().access_log.clone()
+    });
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
-        GridProxy::new(Arc::clone(&parts.admission)),
+        GridProxy::new(Arc::clone(&parts.admission)).with_access_log(log),
         "gridlb proxy",
     );
     proxy.add_tcp(&listen);
-    let admin_app = AdminApp::new(Arc::clone(&parts.pool), Arc::clone(&parts.reloader));
+    let history = Arc::new(History::default());
+    let admin_app = AdminApp::new(Arc::clone(&parts.pool), Arc::clone(&parts.reloader))
+        .with_history(Arc::clone(&history));
     let mut admin = Service::new("gridlb admin".to_string(), admin_app);
     admin.add_tcp(&admin_listen);
     let probe = background_service(
@@ -124,6 +134,12 @@ pub fn build(
     server.add_service(proxy);
     server.add_service(admin);
     server.add_service(probe);
+    server.add_service(background_service("gridlb access log", log_writer));
+    let sampler = Sampler {
+        table: Arc::clone(&parts.table),
+        history,
+    };
+    server.add_service(background_service("gridlb history", sampler));
     if let Some(path) = config_path {
         server.add_service(background_service(
             "gridlb reload",

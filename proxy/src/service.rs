@@ -22,15 +22,22 @@
 //!    connect failure or a capacity refusal always; an error on a reused keep-alive
 //!    connection (the substation went away between requests) too; nothing that may have been
 //!    booked.
-//! 5. `fail_to_proxy` writes a JSON error; `logging` records metrics.
+//! 5. `fail_to_proxy` writes a JSON error; `logging` records metrics and the access log line
+//!    (`access.rs`, `crate::access_log`).
+//!
+//! Every request carries one `x-request-id` (`crate::request_id`): adopted or made first
+//! thing in `request_filter`, sent upstream with the request, put back on every answer
+//! (`response_filter` for the substation's, `respond_json` for the proxy's own).
 
+use crate::access_log::{AccessLog, UpstreamTimer};
 use crate::admission::Admission;
 use crate::attempt::{Attempts, EXHAUSTED, REFUSED, is_capacity_refusal};
 use crate::gate::{Gate, Pass};
 use crate::orphan::Orphans;
+use crate::request_id;
 use crate::table::Table;
 use async_trait::async_trait;
-use gridlb_protocol::{ErrorBody, SUBSTATION_HEADER};
+use gridlb_protocol::{ErrorBody, RequestId, SUBSTATION_HEADER};
 use http::Method;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
@@ -75,8 +82,11 @@ pub struct RequestCtx {
     body: bytes::Bytes,
     /// Held while the request is in progress (the concurrent-request cap).
     _pass: Option<Pass>,
+    request_id: Option<RequestId>,
+    upstream_time: UpstreamTimer,
 }
 
+mod access;
 mod forward;
 mod request;
 mod upstream;
@@ -89,6 +99,7 @@ pub struct GridProxy {
     orphans: Arc<Orphans>,
     /// Requests in progress, capped by `limits.max_concurrent_requests`.
     gate: Arc<Gate>,
+    access_log: Option<AccessLog>,
 }
 
 impl GridProxy {
@@ -97,7 +108,14 @@ impl GridProxy {
             admission,
             orphans: Arc::default(),
             gate: Arc::new(Gate::default()),
+            access_log: None,
         }
+    }
+
+    /// Write an access log line per request through `log` (when the config turns it on).
+    pub fn with_access_log(mut self, log: AccessLog) -> Self {
+        self.access_log = Some(log);
+        self
     }
 
     fn table(&self) -> &Table {
@@ -120,10 +138,13 @@ impl ProxyHttp for GridProxy {
             body: bytes::Bytes::new(),
             idempotency_key: None,
             _pass: None,
+            request_id: None,
+            upstream_time: UpstreamTimer::default(),
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        ctx.request_id = Some(request_id::adopt(session.req_header_mut()));
         if self.limited(session, ctx).await? {
             return Ok(true);
         }
@@ -168,6 +189,7 @@ impl ProxyHttp for GridProxy {
         if let Some(key) = &ctx.idempotency_key {
             self.admission.remember(key, &state.name);
         }
+        ctx.upstream_time.sent();
         Ok(self.peer(state.addr))
     }
 
@@ -239,6 +261,19 @@ impl ProxyHttp for GridProxy {
             state.accepted();
         }
         upstream.insert_header(SUBSTATION_HEADER, state.name.as_str())?;
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.upstream_time.answered();
+        if let Some(id) = &ctx.request_id {
+            request_id::stamp(upstream, id);
+        }
         Ok(())
     }
 
@@ -380,5 +415,6 @@ impl ProxyHttp for GridProxy {
             ctx.route.label(),
             ctx.started.elapsed(),
         );
+        self.access(session, ctx, status);
     }
 }

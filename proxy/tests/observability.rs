@@ -291,3 +291,71 @@ async fn the_status_page_is_one_self_contained_html_page_fed_by_status() {
         assert!(sub["report"][field].is_number(), "report.{field} in {sub}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_history_holds_a_sample_a_second_per_substation_and_counts_refusals() {
+    let subs = [
+        substation("s1", 100.0, 1.0).await,
+        substation("s2", 200.0, 1.0).await,
+    ];
+    let proxy = Proxy::start(&[("s1", subs[0].addr), ("s2", subs[1].addr)], fast_probes()).await;
+    assert_eq!(proxy.charge("ev-1", 50.0, 3600.0).await.status, 201);
+    for i in 0..3 {
+        let refused = proxy.charge(&format!("big-{i}"), 500.0, 3600.0).await;
+        assert_eq!(refused.status, 503);
+    }
+    let history = RefCell::new(serde_json::Value::Null);
+    wait_every(
+        Duration::from_millis(200),
+        Duration::from_secs(6),
+        || async {
+            let h = proxy.admin_get("/history").await.json();
+            let refusals: u64 = h["refusals"]
+                .as_array()
+                .map_or(0, |r| r.iter().filter_map(|v| v.as_u64()).sum());
+            let done = h["time"].as_array().is_some_and(|t| t.len() >= 2) && refusals >= 3;
+            *history.borrow_mut() = h;
+            done
+        },
+    )
+    .await;
+    let h = history.into_inner();
+    let samples = h["time"].as_array().unwrap().len();
+    assert!(
+        samples >= 2 && samples <= h["capacity"].as_u64().unwrap() as usize,
+        "{h}"
+    );
+    assert_eq!(h["capacity"], 600);
+    assert_eq!(h["interval_s"], 1.0);
+    let refusals: Vec<u64> = serde_json::from_value(h["refusals"].clone()).unwrap();
+    assert_eq!(refusals.len(), samples);
+    assert_eq!(refusals.iter().sum::<u64>(), 3, "{h}");
+    let names: Vec<&str> = h["substations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["s1", "s2"]);
+    for series in h["substations"].as_array().unwrap() {
+        let u = series["utilization"].as_array().unwrap();
+        assert_eq!(u.len(), samples);
+        assert!(u.last().unwrap().is_number(), "{series}");
+    }
+    // s1 or s2 holds the 50 kW session: some utilisation above zero in the last sample.
+    let last: f64 = h["substations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            s["utilization"]
+                .as_array()
+                .unwrap()
+                .last()
+                .unwrap()
+                .as_f64()
+                .unwrap()
+        })
+        .sum();
+    assert!(last > 0.2, "{h}");
+}

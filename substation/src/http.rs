@@ -22,7 +22,7 @@ use crate::grid::{Booking, Substation};
 use bytes::Bytes;
 use gridlb_protocol::{
     ChargeError, ChargeRequest, ErrorBody, IDEMPOTENCY_HEADER, IdempotencyKey, LOAD_HEADER,
-    LoadReport, MAX_CHARGE_BODY,
+    LoadReport, MAX_CHARGE_BODY, REQUEST_ID_HEADER, RequestId,
 };
 use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
@@ -110,6 +110,12 @@ where
     let route = Route::of(&path);
     let method = request.method().clone();
     let is_get = method == Method::GET || method == Method::HEAD;
+    // A valid x-request-id (gridlb always sends one) is echoed and logged.
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .filter(|v| RequestId::parse(v.as_bytes()).is_ok())
+        .cloned();
     let (mut answer, report) = match route {
         Route::Charge if method == Method::POST => post_charge(state, request).await,
         Route::Session(id) if method == Method::DELETE => delete_charge(state, id),
@@ -128,7 +134,13 @@ where
         answer.headers_mut().insert(LOAD_HEADER, value);
     }
     let status = answer.status();
-    log::debug!("{method} {path} -> {}", status.as_u16());
+    match request_id {
+        Some(id) => {
+            log::debug!("{method} {path} -> {} ({id:?})", status.as_u16());
+            answer.headers_mut().insert(REQUEST_ID_HEADER, id);
+        }
+        None => log::debug!("{method} {path} -> {}", status.as_u16()),
+    }
     state.metrics().observe_request(
         route.label(),
         status.as_u16(),

@@ -30,6 +30,17 @@ pub struct GridlbConfig {
     pub dns: Option<Dns>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub trusted_proxies: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<AccessLog>,
+}
+
+/// `access_log: { path, format }`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AccessLog {
+    pub path: String,
+    /// `json` or `logfmt`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
 }
 
 /// `admin: { listen, token_env }`.
@@ -189,7 +200,17 @@ impl GridlbConfig {
         self
     }
 
-    /// These sections (probe, selection, upstream, limits, dns) where `other` sets them.
+    /// `access_log: { path, format }` (`path` `-` is standard output).
+    pub fn access_log(mut self, path: impl Display, format: impl Display) -> Self {
+        self.access_log = Some(AccessLog {
+            path: path.to_string(),
+            format: Some(format.to_string()),
+        });
+        self
+    }
+
+    /// These sections (probe, selection, upstream, limits, dns, access_log) where `other`
+    /// sets them.
     pub fn with_sections(mut self, other: &GridlbConfig) -> Self {
         macro_rules! take {
             ($($field:ident),*) => {
@@ -198,7 +219,7 @@ impl GridlbConfig {
                 })*
             };
         }
-        take!(probe, selection, upstream, limits, dns);
+        take!(probe, selection, upstream, limits, dns, access_log);
         self.trusted_proxies
             .extend(other.trusted_proxies.iter().cloned());
         self

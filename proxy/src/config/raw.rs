@@ -1,7 +1,7 @@
 //! The file as written: serde structs that mirror the YAML exactly (`deny_unknown_fields`),
 //! with the documented defaults. `config.rs` turns them into the validated `Config`.
 
-use super::Algorithm;
+use super::{Algorithm, LogFormat};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -24,6 +24,15 @@ pub struct File {
     /// Peers whose `X-Forwarded-For` is believed (IP addresses or CIDR ranges).
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    pub access_log: Option<AccessLog>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLog {
+    pub path: String,
+    #[serde(default)]
+    pub format: LogFormat,
 }
 
 #[derive(Deserialize)]

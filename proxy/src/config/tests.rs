@@ -163,3 +163,38 @@ fn parsing_resolves_no_names_but_checks_their_syntax() {
     let e = err(&with("localhost:9002", "localhost:http"));
     assert_eq!(e.path, "substations[1].address");
 }
+
+#[test]
+fn access_log_is_off_by_default_and_json_unless_told() {
+    assert_eq!(Config::parse(GOOD).unwrap().access_log, None);
+    let on = format!("{GOOD}access_log: {{ path: /var/log/gridlb/access.log }}\n");
+    let log = Config::parse(&on).unwrap().access_log.unwrap();
+    assert_eq!(
+        log.path,
+        AccessLogPath::File("/var/log/gridlb/access.log".into())
+    );
+    assert_eq!(log.format, LogFormat::Json);
+    let stdout = format!("{GOOD}access_log: {{ path: \"-\", format: logfmt }}\n");
+    let log = Config::parse(&stdout).unwrap().access_log.unwrap();
+    assert_eq!(
+        (log.path, log.format),
+        (AccessLogPath::Stdout, LogFormat::Logfmt)
+    );
+}
+
+#[test]
+fn bad_access_log_keys_name_their_path() {
+    for (yaml, path) in [
+        ("access_log: { path: x, format: xml }", "access_log.format"),
+        ("access_log: { path: \"\" }", "access_log.path"),
+        ("access_log: { path: /var/log/ }", "access_log.path"),
+        ("access_log: { format: json }", "access_log"),
+        (
+            "access_log: { path: x, rotate: daily }",
+            "access_log.rotate",
+        ),
+    ] {
+        let e = err(&format!("{GOOD}{yaml}\n"));
+        assert_eq!(e.path, path, "{yaml}: {e}");
+    }
+}

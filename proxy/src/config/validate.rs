@@ -2,8 +2,8 @@
 //! check names the key path and the value it refused. Pure: no DNS, no I/O.
 
 use super::{
-    AdminConfig, Config, ConfigError, LimitsConfig, ProbeConfig, SelectionConfig, SubstationConfig,
-    UpstreamConfig, raw,
+    AccessLogConfig, AccessLogPath, AdminConfig, Config, ConfigError, LimitsConfig, ProbeConfig,
+    SelectionConfig, SubstationConfig, UpstreamConfig, raw,
 };
 use gridlb_protocol::{Power, SubstationName};
 use std::net::SocketAddr;
@@ -36,6 +36,30 @@ pub(super) fn validate(file: raw::File) -> Result<Config, ConfigError> {
                     .map_err(|e| ConfigError::new(format!("trusted_proxies[{i}]"), e))
             })
             .collect::<Result<_, _>>()?,
+        access_log: file.access_log.map(access_log).transpose()?,
+    })
+}
+
+fn access_log(raw: raw::AccessLog) -> Result<AccessLogConfig, ConfigError> {
+    let path = match raw.path.as_str() {
+        "-" => AccessLogPath::Stdout,
+        "" => {
+            return Err(ConfigError::new(
+                "access_log.path",
+                "\"\" is neither \"-\" (standard output) nor a file path",
+            ));
+        }
+        p if p.ends_with('/') || p.contains('\0') => {
+            return Err(ConfigError::new(
+                "access_log.path",
+                format!("{p:?} is not a file path"),
+            ));
+        }
+        p => AccessLogPath::File(p.into()),
+    };
+    Ok(AccessLogConfig {
+        path,
+        format: raw.format,
     })
 }
 

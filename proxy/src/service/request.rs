@@ -268,7 +268,15 @@ pub(super) async fn respond_json(
     if !session.as_mut().is_body_done() {
         session.set_keepalive(None);
     }
-    let mut resp = ResponseHeader::build(status, Some(headers.len() + 2))?;
+    let id = crate::request_id::of(session.req_header());
+    let body = match &id {
+        Some(id) => crate::request_id::stamp_error_body(body, id),
+        None => body,
+    };
+    let mut resp = ResponseHeader::build(status, Some(headers.len() + 3))?;
+    if let Some(id) = &id {
+        crate::request_id::stamp(&mut resp, id);
+    }
     resp.insert_header("content-type", "application/json")?;
     resp.insert_header("content-length", body.len().to_string())?;
     for (name, value) in headers {

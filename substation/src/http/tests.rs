@@ -362,3 +362,12 @@ async fn a_key_reused_with_another_request_gets_422_and_books_nothing() {
     assert_eq!(s.report().active_sessions, 1);
     assert_eq!(reused.load().load_kw, 11.0);
 }
+
+#[tokio::test]
+async fn a_valid_request_id_is_echoed_and_an_invalid_one_is_not() {
+    let s = Substation::new("s1", 500.0, 1.0);
+    let reply = send_with(&s, "POST", "/charge", EV, &[(REQUEST_ID_HEADER, "req-7")]).await;
+    assert_eq!(reply.header(REQUEST_ID_HEADER), "req-7");
+    let reply = send_with(&s, "GET", "/nope", "", &[(REQUEST_ID_HEADER, "a b")]).await;
+    assert!(reply.headers.get(REQUEST_ID_HEADER).is_none());
+}

@@ -1,0 +1,112 @@
+//! Request ids: every request that crosses gridlb carries exactly one `x-request-id`.
+//!
+//! A client's id is kept when it follows the protocol's rule ([`RequestId::parse`]: 1 to 128
+//! visible ASCII characters); any other (missing, empty, too long, with spaces or control
+//! characters) is replaced by a new one, 128 bits from the operating system's CSPRNG as 32 hex
+//! digits, so ids are unique without coordination between replicas. [`adopt`] writes the id
+//! into the request header itself, so it travels upstream with the request; the answer gets it
+//! back ([`stamp`]), including the proxy's own error answers, whose JSON body also names it
+//! ([`stamp_error_body`]). The access log writes it on the request's line.
+
+use gridlb_protocol::{ErrorBody, REQUEST_ID_HEADER, RequestId, mix};
+use pingora_http::{RequestHeader, ResponseHeader};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The request's id: the client's when valid, else a new one; either way now in `request`.
+pub fn adopt(request: &mut RequestHeader) -> RequestId {
+    let kept = request
+        .headers
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| RequestId::parse(v.as_bytes()).ok());
+    let id = kept.unwrap_or_else(generate);
+    if let Err(e) = request.insert_header(REQUEST_ID_HEADER, id.as_str()) {
+        // Unreachable: a RequestId is visible ASCII, always a valid header value.
+        log::warn!("cannot set {REQUEST_ID_HEADER}: {e}");
+    }
+    id
+}
+
+/// The id [`adopt`] put in `request`, if it ran.
+pub fn of(request: &RequestHeader) -> Option<RequestId> {
+    let value = request.headers.get(REQUEST_ID_HEADER)?;
+    RequestId::parse(value.as_bytes()).ok()
+}
+
+/// A new id: 128 bits from the OS CSPRNG (`getrandom`).
+pub fn generate() -> RequestId {
+    let mut bits = [0u8; 16];
+    if getrandom::fill(&mut bits).is_err() {
+        // No OS randomness (never seen on Linux): still unique within the process, though
+        // guessable.
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        bits[..8].copy_from_slice(&mix(nanos).to_le_bytes());
+        bits[8..].copy_from_slice(&mix(COUNTER.fetch_add(1, Relaxed)).to_le_bytes());
+    }
+    RequestId::from_random(bits)
+}
+
+/// Put the id on an answer.
+pub fn stamp(response: &mut ResponseHeader, id: &RequestId) {
+    if let Err(e) = response.insert_header(REQUEST_ID_HEADER, id.as_str()) {
+        log::warn!("cannot set {REQUEST_ID_HEADER}: {e}");
+    }
+}
+
+/// The proxy's own JSON error body, naming the request; any other body as it is.
+pub fn stamp_error_body(body: Vec<u8>, id: &RequestId) -> Vec<u8> {
+    match serde_json::from_slice::<ErrorBody>(&body) {
+        Ok(error) => error.with_request_id(id).to_json(),
+        Err(_) => body,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    fn request(id: Option<&[u8]>) -> RequestHeader {
+        let mut r = RequestHeader::build("POST", b"/charge", None).unwrap();
+        if let Some(id) = id {
+            r.insert_header(REQUEST_ID_HEADER, id).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn a_valid_client_id_is_kept() {
+        let mut r = request(Some(b"client-42"));
+        assert_eq!(adopt(&mut r).as_str(), "client-42");
+        assert_eq!(of(&r).unwrap().as_str(), "client-42");
+    }
+
+    #[test]
+    fn a_missing_or_invalid_id_is_replaced_in_the_request() {
+        let long = [b'x'; 129];
+        for id in [None, Some(&b""[..]), Some(&b"a b"[..]), Some(&long[..])] {
+            let mut r = request(id);
+            let made = adopt(&mut r);
+            assert_eq!(made.as_str().len(), 32, "{id:?}");
+            assert!(made.as_str().bytes().all(|b| b.is_ascii_hexdigit()));
+            assert_eq!(of(&r), Some(made));
+        }
+    }
+
+    #[test]
+    fn generated_ids_are_unique() {
+        let ids: HashSet<_> = (0..10_000).map(|_| generate()).collect();
+        assert_eq!(ids.len(), 10_000);
+    }
+
+    #[test]
+    fn error_bodies_name_the_request_and_other_bodies_pass() {
+        let id = RequestId::parse(b"r1").unwrap();
+        let body = stamp_error_body(ErrorBody::new("no", None).to_json(), &id);
+        assert_eq!(body, br#"{"error":"no","request_id":"r1"}"#);
+        assert_eq!(stamp_error_body(b"plain".to_vec(), &id), b"plain");
+    }
+}
