@@ -357,41 +357,7 @@ impl ProxyHttp for GridProxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let (code, headers) = match e.etype() {
-            _ if is_capacity_refusal(e) => (
-                503,
-                vec![("retry-after", self.retry_after(ctx).to_string())],
-            ),
-            ErrorType::HTTPStatus(code) => (*code, vec![]),
-            _ if *e.esource() == ErrorSource::Downstream => (0, vec![]),
-            _ if *e.esource() == ErrorSource::Upstream => (502, vec![]),
-            _ => (500, vec![]),
-        };
-        if is_capacity_refusal(e) {
-            self.table().metrics().admission_refused("all_refused");
-        }
-        self.settle_if_orphaned(e, ctx);
-        // Pingora closes the client's connection after an error past peer selection: say so.
-        session.set_keepalive(None);
-        if code > 0 {
-            // The log has the whole error; the client is told what failed, not where: no
-            // internal address leaves gridlb.
-            let substation = ctx.attempts.target().map_or("none", |s| s.name.as_str());
-            let message = match code {
-                503 => format!("no substation could take {} kW", ctx.kw),
-                _ => format!("substation {substation} failed: {}", e.etype().as_str()),
-            };
-            if let Err(write) = respond_json(
-                session,
-                code,
-                &headers,
-                ErrorBody::new(message, None).to_json(),
-            )
-            .await
-            {
-                log::debug!("cannot write the error answer: {write}");
-            }
-        }
+        let code = self.answer_failure(session, e, ctx).await;
         FailToProxy {
             error_code: code,
             can_reuse_downstream: false,

@@ -6,6 +6,35 @@ use prometheus::core::Collector;
 use std::collections::HashMap;
 
 impl Metrics {
+    /// Every family, for registration.
+    pub(super) fn collectors(&self) -> Vec<Box<dyn Collector>> {
+        vec![
+            Box::new(self.requests.clone()),
+            Box::new(self.request_duration.clone()),
+            Box::new(self.load.clone()),
+            Box::new(self.capacity.clone()),
+            Box::new(self.utilization.clone()),
+            Box::new(self.in_flight.clone()),
+            Box::new(self.report_age.clone()),
+            Box::new(self.healthy.clone()),
+            Box::new(self.draining.clone()),
+            Box::new(self.probe_duration.clone()),
+            Box::new(self.probe_failures.clone()),
+            Box::new(self.reports_stale.clone()),
+            Box::new(self.reports_rejected.clone()),
+            Box::new(self.report_resets.clone()),
+            Box::new(self.orphans.clone()),
+            Box::new(self.ejections.clone()),
+            Box::new(self.admissions_refused.clone()),
+            Box::new(self.substation_refusals.clone()),
+            Box::new(self.retries.clone()),
+            Box::new(self.reloads.clone()),
+            Box::new(self.last_reload.clone()),
+            Box::new(self.last_reload_ok.clone()),
+            Box::new(self.access_log_dropped.clone()),
+        ]
+    }
+
     /// Create the zero-valued counters of a configured substation.
     pub(super) fn touch(&self, substation: &str) {
         for reason in PROBE_FAILURE_REASONS {

@@ -1,14 +1,15 @@
 //! The substation side of a request: the Pingora peer it is sent to, the load report its
 //! answer carries, and the settling of a booking whose answer was lost.
 
-use super::{GridProxy, RequestCtx, Route};
+use super::{GridProxy, RequestCtx, Route, respond_json};
 use crate::attempt::is_capacity_refusal;
 use crate::orphan::Orphan;
 use crate::table::{Report, Snapshot, Source, SubstationState};
-use gridlb_protocol::LOAD_HEADER;
+use gridlb_protocol::{ErrorBody, LOAD_HEADER};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType};
 use pingora_http::ResponseHeader;
+use pingora_proxy::Session;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -94,6 +95,55 @@ impl GridProxy {
             config.upstream.read_timeout * 2,
             Arc::clone(self.table().metrics()),
         );
+    }
+}
+
+impl GridProxy {
+    /// Answer a request whose proxying failed: `503` with `Retry-After` when no substation
+    /// could take it, `502` when a substation failed, nothing when the client went away.
+    /// Returns the status written (0: none).
+    pub(super) async fn answer_failure(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> u16 {
+        let (code, headers) = match e.etype() {
+            _ if is_capacity_refusal(e) => (
+                503,
+                vec![("retry-after", self.retry_after(ctx).to_string())],
+            ),
+            ErrorType::HTTPStatus(code) => (*code, vec![]),
+            _ if *e.esource() == ErrorSource::Downstream => (0, vec![]),
+            _ if *e.esource() == ErrorSource::Upstream => (502, vec![]),
+            _ => (500, vec![]),
+        };
+        if is_capacity_refusal(e) {
+            self.table().metrics().admission_refused("all_refused");
+        }
+        self.settle_if_orphaned(e, ctx);
+        // Pingora closes the client's connection after an error past peer selection: say so.
+        session.set_keepalive(None);
+        if code > 0 {
+            // The log has the whole error; the client is told what failed, not where: no
+            // internal address leaves gridlb.
+            let substation = ctx.attempts.target().map_or("none", |s| s.name.as_str());
+            let message = match code {
+                503 => format!("no substation could take {} kW", ctx.kw),
+                _ => format!("substation {substation} failed: {}", e.etype().as_str()),
+            };
+            if let Err(write) = respond_json(
+                session,
+                code,
+                &headers,
+                ErrorBody::new(message, None).to_json(),
+            )
+            .await
+            {
+                log::debug!("cannot write the error answer: {write}");
+            }
+        }
+        code
     }
 }
 
