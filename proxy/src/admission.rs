@@ -133,5 +133,3 @@ impl Admission {
     }
 }
 
-#[cfg(test)]
-mod tests;

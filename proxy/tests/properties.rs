@@ -1,6 +1,7 @@
-//! Properties of the load table and of selection, beyond the ones next to the code
-//! (`table.rs`: the final report is the newest whatever the order; `admission/tests.rs`: never routes to
-//! a substation it would overload):
+//! Properties of the load table, selection and admission, beyond the ones next to the code
+//! (`table/tests.rs`: the final report is the newest whatever the order):
+//! - admission never routes to a substation it would overload, and never refuses while one
+//!   has room; a request never goes back to a substation it tried;
 //! - the view only ever moves forward, after every single report, and each report is
 //!   classified (accepted, duplicate, stale) by its version alone;
 //! - two arrival orders of the same reports, or several threads offering them at once, end
@@ -292,4 +293,59 @@ fn kept_fuzz_inputs_replay_through_the_parsers() {
             Err(e) => assert!(!e.message.is_empty()),
         }
     }
+}
+
+// Admission over generated grids (moved here from the crate so that one grid fixture serves).
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// Whatever the reports and requests: the chosen substation is healthy, not draining,
+    /// has a report and is not pushed past `max_utilization`; and when nothing is chosen,
+    /// no eligible substation had room.
+    #[test]
+    fn never_routes_to_a_substation_it_would_overload(
+        subs in proptest::collection::vec(sub_spec(0.85), 1..8),
+        requests in requests(0.5..300.0, 1..25),
+        algorithm in algorithm(),
+        max_utilization in 0.5f64..=1.0,
+    ) {
+        let (_rt, grid) = grid(&subs, algorithm, max_utilization);
+        let mut held = Vec::new();
+        for kw in requests {
+            let snapshot = grid.table().snapshot();
+            let room = snapshot.substations.iter().any(|s| {
+                s.state.is_healthy() && !s.state.is_draining()
+                    && s.state.utilization_with(kw).is_some_and(|u| u <= max_utilization + 1e-9)
+            });
+            match grid.select(kw, &[]) {
+                Some(reservation) => {
+                    let state = reservation.state();
+                    prop_assert!(state.is_healthy() && !state.is_draining());
+                    prop_assert!(state.report().is_some());
+                    prop_assert!(state.utilization_with(0.0).unwrap_or(f64::MAX) <= max_utilization + 1e-6);
+                    held.push(reservation);
+                }
+                None => prop_assert!(!room, "refused {kw} kW while a substation had room"),
+            }
+        }
+    }
+}
+
+#[test]
+fn a_request_never_goes_back_to_a_substation_it_tried() {
+    let subs = vec![
+        SubSpec {
+            report: Some((0.0, 100.0)),
+            healthy: true,
+            drain: false
+        };
+        3
+    ];
+    let (_rt, grid) = grid(&subs, "least-load", 1.0);
+    let mut tried = Vec::new();
+    while let Some(r) = grid.select(1.0, &tried) {
+        assert!(!tried.contains(&r.state().addr));
+        tried.push(r.state().addr);
+    }
+    assert_eq!(tried.len(), 3);
 }
