@@ -132,4 +132,3 @@ impl Admission {
         futures::future::join_all(stale.iter().map(|s| self.refresher.refresh(s))).await;
     }
 }
-
