@@ -40,7 +40,19 @@ pub enum ChargeError {
     BadVehicleId,
     #[error("power_kw {power_kw} is larger than the capacity {capacity_kw} kW")]
     OverCapacity { power_kw: f64, capacity_kw: f64 },
+    #[error("{field} {value} is over the limit of {max}")]
+    OverLimit {
+        field: &'static str,
+        value: f64,
+        max: f64,
+    },
 }
+
+/// The longest session any party accepts: one week, in (simulated) seconds. A session that
+/// asks for longer would hold its power for ever in all but name.
+pub const MAX_DURATION_S: f64 = 7.0 * 86_400.0;
+/// The most power one session may ask for: 10⁹ kW, what a `Power` can hold.
+pub const MAX_SESSION_KW: f64 = crate::Power::MAX_KW;
 
 impl ChargeError {
     /// The field at fault, when there is one.
@@ -51,6 +63,7 @@ impl ChargeError {
             ChargeError::NotPositive { field, .. } => Some(field),
             ChargeError::BadVehicleId => Some("vehicle_id"),
             ChargeError::OverCapacity { .. } => Some("power_kw"),
+            ChargeError::OverLimit { field, .. } => Some(field),
         }
     }
 
@@ -75,7 +88,27 @@ impl ChargeRequest {
         }
         positive("power_kw", request.power_kw)?;
         positive("duration_s", request.duration_s)?;
+        request.check_limits(MAX_SESSION_KW, MAX_DURATION_S)?;
         Ok(request)
+    }
+
+    /// Check the request against limits on its power and duration (at most the protocol's
+    /// [`MAX_SESSION_KW`] and [`MAX_DURATION_S`], which [`ChargeRequest::parse`] applies).
+    pub fn check_limits(&self, max_kw: f64, max_duration_s: f64) -> Result<(), ChargeError> {
+        over_limit("power_kw", self.power_kw, max_kw)?;
+        over_limit("duration_s", self.duration_s, max_duration_s)
+    }
+
+    /// Only the duration, leniently (see [`ChargeRequest::peek_power`]): `None` when the body
+    /// has no numeric `duration_s`.
+    pub fn peek_duration(body: &[u8]) -> Option<f64> {
+        #[derive(Deserialize)]
+        struct Peek {
+            duration_s: f64,
+        }
+        serde_json::from_slice::<Peek>(body)
+            .ok()
+            .map(|p| p.duration_s)
     }
 
     /// Refuse a request larger than the whole capacity: it can never fit.
@@ -100,6 +133,13 @@ impl ChargeRequest {
         positive("power_kw", peek.power_kw)?;
         Ok(peek.power_kw)
     }
+}
+
+fn over_limit(field: &'static str, value: f64, max: f64) -> Result<(), ChargeError> {
+    if value > max {
+        return Err(ChargeError::OverLimit { field, value, max });
+    }
+    Ok(())
 }
 
 /// Parse the `x-charge-kw` header value.
@@ -200,6 +240,25 @@ mod tests {
             plain.with_request_id(&id).to_json(),
             br#"{"error":"no","request_id":"req-1"}"#
         );
+    }
+
+    #[test]
+    fn a_session_past_the_protocol_bounds_is_refused_naming_the_field() {
+        let long = br#"{"vehicle_id":"ev","power_kw":11,"duration_s":1e300}"#;
+        let e = ChargeRequest::parse(long).unwrap_err();
+        assert_eq!(e.field(), Some("duration_s"));
+        let week = br#"{"vehicle_id":"ev","power_kw":11,"duration_s":604800}"#;
+        assert!(
+            ChargeRequest::parse(week).is_ok(),
+            "one week is the bound itself"
+        );
+        let huge = br#"{"vehicle_id":"ev","power_kw":1e12,"duration_s":60}"#;
+        assert_eq!(
+            ChargeRequest::parse(huge).unwrap_err().field(),
+            Some("power_kw")
+        );
+        assert_eq!(ChargeRequest::peek_duration(long), Some(1e300));
+        assert_eq!(ChargeRequest::peek_duration(b"{}"), None);
     }
 
     #[test]

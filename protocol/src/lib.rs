@@ -35,7 +35,8 @@ pub mod rng;
 mod session;
 
 pub use charge::{
-    CHARGER_MIX, ChargeAccepted, ChargeError, ChargeRequest, ErrorBody, parse_charge_kw,
+    CHARGER_MIX, ChargeAccepted, ChargeError, ChargeRequest, ErrorBody, MAX_DURATION_S,
+    MAX_SESSION_KW, parse_charge_kw,
 };
 pub use clock::unix_now;
 pub use key::{IdempotencyKey, KeyError, MAX_KEY_LEN};

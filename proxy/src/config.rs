@@ -10,7 +10,8 @@
 //!   (`max_report_age_ms`);
 //! - `selection`: `least-load`, `max_utilization` 1.0, `default_request_kw` 11;
 //! - `upstream`: connect timeout 1 s, read timeout 10 s;
-//! - `limits`: 32 KiB of request headers, 10 s to send a body, 10,000 requests at once;
+//! - `limits`: 32 KiB of request headers, 10 s to send a body, 10,000 requests at once, a
+//!   session of at most the protocol's bounds (10⁹ kW, one week);
 //! - `dns.refresh_ms` 30 s: how often substation host names are resolved again;
 //! - a substation's `weight` 1, `drain` false, no `capacity_kw` (the reported one is used);
 //! - `access_log` off; when on, `format` is `json`.
@@ -221,6 +222,10 @@ pub struct LimitsConfig {
     pub client_read_timeout: Duration,
     /// Requests in progress at once; more are answered `503` at once.
     pub max_concurrent_requests: usize,
+    /// The most power one session may ask for (kW); more is answered `400`.
+    pub max_session_kw: f64,
+    /// The longest session (seconds, as the request states them); longer is answered `400`.
+    pub max_duration_s: f64,
 }
 
 mod raw;

@@ -420,3 +420,29 @@ async fn a_substation_slow_to_book_loses_its_share() {
     );
     assert!(ejected >= 1.0, "{ejected}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_beyond_the_configured_bounds_are_refused_before_anything_is_booked() {
+    use gridlb_test_support::config::Limits;
+    let s = substation("s1", 1000.0, 1.0).await;
+    let config = probes().limits(Limits {
+        max_session_kw: Some(200.0),
+        max_duration_s: Some(3600.0),
+        ..Limits::default()
+    });
+    let proxy = Proxy::start(&[("s1", s.addr)], config).await;
+    for (kw, duration, field) in [
+        (1.0, 1e300, "duration_s"),
+        (1.0, 7200.0, "duration_s"),
+        (300.0, 60.0, "power_kw"),
+    ] {
+        let a = proxy.charge("ev", kw, duration).await;
+        assert_eq!(a.status, 400, "{kw} kW for {duration} s");
+        assert_eq!(a.json()["field"], field);
+    }
+    assert_eq!(proxy.charge("ev", 50.0, 1800.0).await.status, 201);
+    assert_eq!(s.state.report().active_sessions, 1);
+    // The substation enforces the protocol's own bound whoever asks.
+    let direct = common::book_direct_for(s.addr, 1.0, 1e300).await;
+    assert_eq!(direct.status, 400);
+}

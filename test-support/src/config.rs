@@ -112,6 +112,10 @@ pub struct Limits {
     pub client_read_timeout_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_concurrent_requests: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_session_kw: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_duration_s: Option<f64>,
 }
 
 /// `dns: { refresh_ms }`.

@@ -132,6 +132,8 @@ pub struct Limits {
     pub max_header_bytes: u64,
     pub client_read_timeout_ms: u64,
     pub max_concurrent_requests: u64,
+    pub max_session_kw: f64,
+    pub max_duration_s: f64,
 }
 
 impl Default for Limits {
@@ -140,6 +142,8 @@ impl Default for Limits {
             max_header_bytes: 32 * 1024,
             client_read_timeout_ms: 10_000,
             max_concurrent_requests: 10_000,
+            max_session_kw: gridlb_protocol::MAX_SESSION_KW,
+            max_duration_s: gridlb_protocol::MAX_DURATION_S,
         }
     }
 }

@@ -246,7 +246,28 @@ fn limits(raw: raw::Limits) -> Result<LimitsConfig, ConfigError> {
         max_header_bytes: raw.max_header_bytes as usize,
         client_read_timeout: Duration::from_millis(raw.client_read_timeout_ms),
         max_concurrent_requests: raw.max_concurrent_requests as usize,
+        max_session_kw: bounded(
+            "limits.max_session_kw",
+            raw.max_session_kw,
+            gridlb_protocol::MAX_SESSION_KW,
+        )?,
+        max_duration_s: bounded(
+            "limits.max_duration_s",
+            raw.max_duration_s,
+            gridlb_protocol::MAX_DURATION_S,
+        )?,
     })
+}
+
+/// A positive limit no larger than the protocol's own.
+fn bounded(path: &str, value: f64, max: f64) -> Result<f64, ConfigError> {
+    if !(value.is_finite() && value > 0.0 && value <= max) {
+        return Err(ConfigError::new(
+            path,
+            format!("{value} is not in (0, {max}]"),
+        ));
+    }
+    Ok(value)
 }
 
 fn dns(raw: raw::Dns) -> Result<Duration, ConfigError> {

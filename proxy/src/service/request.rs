@@ -92,6 +92,18 @@ impl GridProxy {
             None => ChargeRequest::peek_power(&body)
                 .unwrap_or(self.table().config().selection.default_request_kw),
         };
+        let limits = &self.table().config().limits;
+        let duration = ChargeRequest::peek_duration(&body).unwrap_or(0.0);
+        let over = ChargeRequest {
+            vehicle_id: String::new(),
+            power_kw: ctx.kw,
+            duration_s: duration,
+        }
+        .check_limits(limits.max_session_kw, limits.max_duration_s);
+        if let Err(e) = over {
+            respond_json(session, 400, &[], e.body().to_json()).await?;
+            return Ok(true);
+        }
         // The header is a promise about the body: gridlb reserves what the header says, the
         // substation books what the body says, so they must agree.
         if let Ok(body_kw) = ChargeRequest::peek_power(&body)
