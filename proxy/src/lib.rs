@@ -5,6 +5,7 @@
 //! it; `docs/design.md` draws the map):
 //! - [`config`]: the YAML file and its validation (pure: no DNS, no I/O beyond the file);
 //! - [`metrics`]: every Prometheus family, registered once;
+//! - [`sessions`]: the sessions this proxy routed, by end time (power ended since a report);
 //! - [`table`]: the load table (the swapped snapshot, newest report per substation, in-flight
 //!   power, reservations, health and drain) and the one door reports come in by;
 //! - [`affinity`] (Idempotency-Key routing) and [`gate`] (the concurrent-request cap);
@@ -15,6 +16,7 @@
 //! - [`admission`]: choosing a substation and reserving its power; [`attempt`]: one
 //!   request's upstream attempts as a typed state;
 //! - [`reload`]: validated reloads and their triggers (file change, SIGHUP, DNS refresh);
+//! - [`retry_after`]: when room for a refused request is expected;
 //! - [`service`]: the `ProxyHttp` implementation; [`admin`] and [`status`]: the admin API;
 //! - [`server`]: assembles every part ([`server::Parts`]) into a Pingora server.
 
@@ -29,8 +31,10 @@ pub mod metrics;
 pub mod pool;
 pub mod probe;
 pub mod reload;
+pub mod retry_after;
 pub mod selection;
 pub mod server;
 pub mod service;
+pub mod sessions;
 pub mod status;
 pub mod table;

@@ -4,7 +4,10 @@
 //! arrived: a `GET /load` probe or the `x-substation-load` header of an answer) and the power
 //! of the requests the proxy has sent there and not yet seen answered ("in flight").
 //!
-//! Utilisation = (reported load + in-flight power) / reported capacity. Why that corrects
+//! Utilisation = (reported load − power of the sessions this proxy routed that have ended since
+//! the report was received, never below zero, + in-flight power) / reported capacity. The ended
+//! power comes from [`crate::sessions`] (the substation's `201` states each session's end); the
+//! next report corrects any error. Why the in-flight part corrects
 //! exactly for what was sent since the report: a request stops being in flight when its answer
 //! arrives, and that answer carries a report that already includes the request; because the
 //! table only ever moves to newer reports, the report held from then on includes it too. A
@@ -27,11 +30,13 @@
 //!
 //! Hot-path state is atomics and an `ArcSwap`; nothing here takes a lock on the request path.
 
+use crate::sessions::Sessions;
 use arc_swap::ArcSwapOption;
 use gridlb_protocol::{HeaderReport, LoadReport, Power, ReportError, ReportVersion};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
 use tokio::time::Instant;
 
 mod snapshot;
@@ -45,8 +50,8 @@ const TOLERANCE_KW: f64 = 1e-6;
 /// Whether `load_kw` plus `in_flight_w` (which includes the request being considered) stays
 /// within `max_utilization` of `capacity_kw`. The only capacity rule in the proxy: selection
 /// and reservation both ask it.
-fn fits(report: &Report, in_flight: Power, max_utilization: f64) -> bool {
-    report.load_kw + in_flight.as_kw() <= report.capacity_kw * max_utilization + TOLERANCE_KW
+fn fits(load_kw: f64, capacity_kw: f64, in_flight: Power, max_utilization: f64) -> bool {
+    load_kw + in_flight.as_kw() <= capacity_kw * max_utilization + TOLERANCE_KW
 }
 
 /// The power reserved for a request of `kw` (rounded up to a whole watt, so the estimate never
@@ -153,6 +158,8 @@ pub struct SubstationState {
     probes: AtomicU64,
     /// Sessions this proxy routed here that the substation accepted.
     pub routed: AtomicU64,
+    /// Those of them not yet ended, by end time.
+    pub sessions: Sessions,
 }
 
 impl SubstationState {
@@ -168,6 +175,7 @@ impl SubstationState {
             removed: AtomicBool::new(false),
             probes: AtomicU64::new(0),
             routed: AtomicU64::new(0),
+            sessions: Sessions::default(),
         })
     }
 
@@ -175,6 +183,7 @@ impl SubstationState {
     /// go through [`Table::ingest`], which also counts what is dropped.
     pub fn offer(&self, report: Report) -> Offer {
         let version = report.version;
+        let received_at = report.received_at;
         let new = Arc::new(report);
         let previous = self.report.rcu(|current| match current {
             Some(held) if held.version >= version => Some(Arc::clone(held)),
@@ -183,8 +192,18 @@ impl SubstationState {
         match previous {
             Some(held) if held.version == version => Offer::Duplicate,
             Some(held) if held.version > version => Offer::Stale,
-            _ => Offer::Accepted,
+            _ => {
+                self.sessions.mark_report(received_at);
+                Offer::Accepted
+            }
         }
+    }
+
+    /// The held report's load less the power of known sessions that have ended since it was
+    /// received, never below zero.
+    fn load_now_kw(&self, report: &Report) -> f64 {
+        let ended = self.sessions.ended_since_report(Instant::now());
+        (report.load_kw - ended.as_kw()).max(0.0)
     }
 
     pub fn report(&self) -> Option<Arc<Report>> {
@@ -203,7 +222,8 @@ impl SubstationState {
     pub fn utilization_with(&self, extra_kw: f64) -> Option<f64> {
         let guard = self.report.load();
         let report = guard.as_ref()?;
-        Some((report.load_kw + self.in_flight_kw() + extra_kw) / report.capacity_kw)
+        let load_kw = self.load_now_kw(report);
+        Some((load_kw + self.in_flight_kw() + extra_kw) / report.capacity_kw)
     }
 
     /// Utilisation after adding `kw`, if the substation may be chosen (eligible, reported)
@@ -215,8 +235,27 @@ impl SubstationState {
         let guard = self.report.load();
         let report = guard.as_ref()?;
         let in_flight = self.in_flight().saturating_add(reserved(kw)?);
-        fits(report, in_flight, max_utilization)
-            .then(|| (report.load_kw + in_flight.as_kw()) / report.capacity_kw)
+        let load_kw = self.load_now_kw(report);
+        fits(load_kw, report.capacity_kw, in_flight, max_utilization)
+            .then(|| (load_kw + in_flight.as_kw()) / report.capacity_kw)
+    }
+
+    /// How long until a request of `kw` is expected to fit, from the held report and the
+    /// sessions known to end: zero if it fits now; `None` if it cannot be told (not eligible,
+    /// no report, or the known sessions do not free enough).
+    pub fn room_in(&self, kw: f64, max_utilization: f64, now: Instant) -> Option<Duration> {
+        if !self.is_eligible() {
+            return None;
+        }
+        let guard = self.report.load();
+        let report = guard.as_ref()?;
+        let in_flight = self.in_flight().saturating_add(reserved(kw)?);
+        let load_kw = self.load_now_kw(report);
+        let excess_kw = load_kw + in_flight.as_kw() - report.capacity_kw * max_utilization;
+        if excess_kw <= TOLERANCE_KW {
+            return Some(Duration::ZERO);
+        }
+        self.sessions.room_in(reserved(excess_kw)?, now)
     }
 
     /// Reserve `kw` if the substation has a report and the request [`fits`] within
@@ -225,10 +264,12 @@ impl SubstationState {
         let w = reserved(kw)?.as_watts();
         let guard = self.report.load();
         let report = guard.as_ref()?;
+        let load_kw = self.load_now_kw(report);
         self.in_flight_w
             .fetch_update(Relaxed, Relaxed, |current| {
-                let after = current.saturating_add(w);
-                fits(report, Power::from_watts(after), max_utilization).then_some(after)
+                let after = Power::from_watts(current.saturating_add(w));
+                fits(load_kw, report.capacity_kw, after, max_utilization)
+                    .then_some(after.as_watts())
             })
             .ok()?;
         Some(Reservation {
