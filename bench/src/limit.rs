@@ -98,6 +98,7 @@ pub fn simulate(
                     status: Some(if chosen.is_some() { 201 } else { 503 }),
                     substation: chosen.map(|i| grid[i].name.clone()),
                     latency: Duration::ZERO,
+                    attempt: 0,
                 });
             }
         }
