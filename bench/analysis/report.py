@@ -76,6 +76,7 @@ def targets(tp, spread, micro, profile, replicas=None):
                 notes.append(selection_note(micro, load("profile-selection.txt")))
     if spread:
         ll = spread["routers"].get("least-load")
+        lim = spread["routers"].get("limit")
         if ll:
             within = all(v <= 1.0 + 1e-9 for v in ll["peak_utilisation"].values())
             rows.append(("least-load keeps every substation within capacity",
@@ -83,9 +84,28 @@ def targets(tp, spread, micro, profile, replicas=None):
                          verdict(within)))
             rows.append(("least-load: zero sessions refused while another substation had room",
                          f"{ll['refused_with_room']} of {ll['refused']} refusals", verdict(ll["refused_with_room"] == 0)))
-            rows.append(("least-load: time-averaged spread at most 0.05", f"{ll['spread_time_avg']:.3f}",
-                         verdict(ll["spread_time_avg"] <= 0.05)))
-            if ll["refused_with_room"] or ll["spread_time_avg"] > 0.05:
+            missed = ll["refused_with_room"] > 0
+            if lim:
+                ok = ll["spread_time_avg"] <= 1.05 * lim["spread_time_avg"] + 1e-9
+                rows.append(("least-load: time-averaged spread at most 1.05x the omniscient limit's",
+                             f"{ll['spread_time_avg']:.3f} vs limit {lim['spread_time_avg']:.3f} "
+                             f"({ll['spread_over_limit']:.2f}x)", verdict(ok)))
+                allowed = lim["refused"] + 0.02 * ll["vehicles"]
+                ok_ref = ll["refused"] <= allowed
+                rows.append(("least-load: refusals at most the limit's + 2 % of the sessions offered",
+                             f"{ll['refused']} vs limit {lim['refused']} (+2 % of {ll['vehicles']}: at most "
+                             f"{allowed:.0f})", verdict(ok_ref)))
+                missed = missed or not ok or not ok_ref
+            honest, const = spread["routers"].get("retry-honest"), spread["routers"].get("retry-constant")
+            if honest and const and honest["attempts_per_accepted"] and const["attempts_per_accepted"]:
+                ok = honest["attempts_per_accepted"] < const["attempts_per_accepted"]
+                rows.append(("honest Retry-After: fewer client attempts per accepted session than a constant 1 s",
+                             f"{honest['attempts_per_accepted']:.3f} vs {const['attempts_per_accepted']:.3f} "
+                             f"(retries accepted {honest['retries_accepted']} of {honest['retries_sent']} vs "
+                             f"{const['retries_accepted']} of {const['retries_sent']})", verdict(ok)))
+                if not ok:
+                    notes.append(retry_note(honest, const))
+            if missed:
                 notes.append(spread_note(spread))
     if replicas:
         c = replicas["comparison"].get("least-load")
@@ -97,6 +117,16 @@ def targets(tp, spread, micro, profile, replicas=None):
             rows.append(("3 gridlb replicas, least-load: time-averaged spread within 1.5x of one replica's",
                          f"{r1['spread_time_avg']:.3f} → {r3['spread_time_avg']:.3f} ({ratio(c['spread_ratio'])})",
                          verdict(ok_spread)))
+            ok_tight = c["spread_ratio"] is not None and c["spread_ratio"] <= 1.1 + 1e-9
+            rows.append(("3 gridlb replicas, least-load: time-averaged spread within 1.1x of one replica's",
+                         f"{ratio(c['spread_ratio'])}", verdict(ok_tight)))
+            lim = replicas["runs"].get("r0-limit")
+            if lim and lim["spread_time_avg"]:
+                rows.append(("least-load, constant demand: spread at most 1.05x the omniscient limit's (1 / 3 replicas)",
+                             f"limit {lim['spread_time_avg']:.3f}; 1 replica {r1['spread_time_avg']:.3f} "
+                             f"({r1['spread_time_avg'] / lim['spread_time_avg']:.2f}x), 3 replicas "
+                             f"{r3['spread_time_avg']:.3f} ({r3['spread_time_avg'] / lim['spread_time_avg']:.2f}x)",
+                             verdict(r1["spread_time_avg"] <= 1.05 * lim["spread_time_avg"] + 1e-9)))
             rows.append(("3 gridlb replicas, least-load: refused with room within 1.5x of one replica's",
                          f"{r1['refused_with_room']} → {r3['refused_with_room']} ({ratio(c['refused_with_room_ratio'])}; "
                          f"refusals in all {r1['refused']} → {r3['refused']})", verdict(ok_room)))
@@ -292,11 +322,25 @@ def spread_note(spread):
                  "remains comes from the same lag (a substation whose sessions have ended looks fuller to gridlb "
                  "than it is until its next report) and from the ramp at the start, when the first sessions "
                  "land on empty substations. ")
-    text += ("A change to gridlb that would narrow the lag between reports: track the end time of each "
-             "session it routed (the body states `duration_s`; the substation's answer could state the "
-             "session's end, which also covers a simulator's time scale) and subtract the power of sessions "
-             "that should have ended since the last report, still correcting with the next report.")
+    lim = spread["routers"].get("limit")
+    if lim:
+        text += (f"The omniscient limit on the same arrivals has a spread of {lim['spread_time_avg']:.3f} and "
+                 f"{lim['refused']} refusals (least-load: {ll['spread_time_avg']:.3f}, {ll['refused']}): the "
+                 "limit pays the same step, so what least-load spends above it is its view's lag. gridlb now "
+                 "subtracts the power of the sessions it routed that ended since the last report "
+                 "(`proxy/src/sessions.rs`), so that lag is down to sessions it did not route and to the "
+                 "sampler's resolution.")
     return text
+
+
+def retry_note(honest, const):
+    return ("**Why the honest Retry-After misses its target.** With the answer's Retry-After the clients "
+            f"made {honest['attempts_per_accepted']:.3f} attempts per accepted session "
+            f"({honest['retries_accepted']} of {honest['retries_sent']} retries accepted); after a constant 1 s "
+            f"{const['attempts_per_accepted']:.3f} ({const['retries_accepted']} of {const['retries_sent']}). "
+            "Retry-After is whole seconds (at least 1), and at this benchmark's time scale sessions last "
+            "seconds, so both waits round to about the same; retries stop with the demand, and a vehicle "
+            "that waits longer is more often cut off by the end of the run than retried and refused.")
 
 
 def main():
