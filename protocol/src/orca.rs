@@ -3,9 +3,12 @@
 //! ORCA (Open Request Cost Aggregation, xDS's `xds.data.orca.v3.OrcaLoadReport`) lets a
 //! backend tell a load balancer its load on every answer. Envoy (and gRPC) read it from the
 //! `endpoint-load-metrics` response header in one of three encodings; the text one is
-//! `TEXT key=value, key=value, ...` where a key is a field of `OrcaLoadReport`
+//! `TEXT key:value, key:value, ...` where a key is a field of `OrcaLoadReport`
 //! (`application_utilization`, `cpu_utilization`, `rps_fractional`, ...) or
-//! `named_metrics.NAME`. Every substation `/charge` answer carries one beside
+//! `named_metrics.NAME`. The separator is a colon: Envoy's parser
+//! (`source/common/orca/orca_parser.cc`, `tryParseNativeHttpEncoded`) splits each pair at the
+//! first `:` and rejects the whole report otherwise, so `key=value` (as the design's contract
+//! first wrote it) would never reach Envoy's balancer. The parser here reads both. Every substation `/charge` answer carries one beside
 //! `x-substation-load`, so peers that speak ORCA (Envoy's `client_side_weighted_round_robin`)
 //! can weigh substations by their utilisation.
 //!
@@ -34,7 +37,7 @@ pub struct OrcaLoadReport {
 pub enum OrcaError {
     #[error("not the TEXT form of an ORCA report (it must start with \"TEXT \")")]
     NotText,
-    #[error("{0:?} is not key=value")]
+    #[error("{0:?} is not key:value")]
     NotPair(String),
     #[error("{key} has a value {value:?} that is not a finite number")]
     BadValue { key: String, value: String },
@@ -76,7 +79,7 @@ impl OrcaLoadReport {
         };
         for pair in body.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (key, value) = pair
-                .split_once('=')
+                .split_once([':', '='])
                 .ok_or_else(|| OrcaError::NotPair(pair.to_string()))?;
             let (key, value) = (key.trim(), value.trim());
             let number: f64 = value
@@ -105,11 +108,11 @@ impl fmt::Display for OrcaLoadReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "TEXT application_utilization={}, rps_fractional={}",
+            "TEXT application_utilization:{}, rps_fractional:{}",
             self.application_utilization, self.rps_fractional
         )?;
         for (name, value) in &self.named_metrics {
-            write!(f, ", named_metrics.{name}={value}")?;
+            write!(f, ", named_metrics.{name}:{value}")?;
         }
         Ok(())
     }
@@ -124,8 +127,8 @@ mod tests {
         let r = OrcaLoadReport::substation(125.0, 500.0, 2.5);
         assert_eq!(
             r.to_string(),
-            "TEXT application_utilization=0.25, rps_fractional=2.5, \
-             named_metrics.load_kw=125, named_metrics.capacity_kw=500"
+            "TEXT application_utilization:0.25, rps_fractional:2.5, \
+             named_metrics.load_kw:125, named_metrics.capacity_kw:500"
         );
     }
 
