@@ -16,9 +16,10 @@
 //! Algorithm: a `BTreeMap` keyed by `(end, n)` (the timeline) and a map from session id to its
 //! key; expiry is lazy: whoever asks first after an end time moves the ended power into a
 //! monotone total `ended_w` (an atomic), and a report stores the total at its receipt
-//! (`base_w`). The answer is `ended_w - base_w`, read from two atomics. The lock is only
-//! tried on the request path: when another thread holds it, that thread is advancing the
-//! same timeline, and the last total is used.
+//! (`base_w`). The answer is `ended_w - base_w`, read from two atomics. The request path reads
+//! the earliest end time from an atomic and takes no lock before it; after it, the lock is
+//! only tried: when another thread holds it, that thread is advancing the same timeline, and
+//! the last total is used.
 //!
 //! What a replica cannot know: with several gridlb replicas each knows only the sessions it
 //! routed, and subtracts only those. Sessions routed by another replica, or ended early by a
@@ -30,7 +31,7 @@
 use gridlb_protocol::Power;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -42,6 +43,11 @@ pub const MAX_REMEMBERED: Duration = Duration::from_secs(24 * 3600);
 #[derive(Debug, Default)]
 pub struct Sessions {
     inner: Mutex<Timeline>,
+    /// The earliest end time in the timeline, as nanoseconds since `origin` (`u64::MAX` when
+    /// empty): the request path takes no lock until then.
+    next_end_ns: AtomicU64,
+    /// The zero of `next_end_ns`: when the first session was recorded.
+    origin: OnceLock<Instant>,
     /// Power (W) of every session that has ended so far, as far as the timeline was advanced.
     ended_w: AtomicU64,
     /// `ended_w` when the held report was received.
@@ -60,16 +66,17 @@ impl Sessions {
     pub fn record(&self, id: &str, power: Power, ends: Instant, now: Instant) {
         let ends = ends.min(now + MAX_REMEMBERED);
         let mut t = self.lock();
+        self.origin.get_or_init(|| now);
         if let Some(key) = t.ids.remove(id) {
             t.ends.remove(&key);
         }
-        if ends <= now {
-            return;
+        if ends > now {
+            t.last_n += 1;
+            let key = (ends, t.last_n);
+            t.ids.insert(id.to_string(), key);
+            t.ends.insert(key, (id.to_string(), power.as_watts()));
         }
-        t.last_n += 1;
-        let key = (ends, t.last_n);
-        t.ids.insert(id.to_string(), key);
-        t.ends.insert(key, (id.to_string(), power.as_watts()));
+        self.publish_next_end(&t);
     }
 
     /// Forget a session ended by `DELETE` before its time; returns its power if it was known
@@ -77,7 +84,9 @@ impl Sessions {
     pub fn forget(&self, id: &str) -> Option<Power> {
         let mut t = self.lock();
         let key = t.ids.remove(id)?;
-        t.ends.remove(&key).map(|(_, w)| Power::from_watts(w))
+        let power = t.ends.remove(&key).map(|(_, w)| Power::from_watts(w));
+        self.publish_next_end(&t);
+        power
     }
 
     /// A newer report, received at `received_at`, is now held: count ended power from there.
@@ -90,8 +99,10 @@ impl Sessions {
     /// Power of the known sessions that have ended between the held report's receipt and
     /// `now`.
     pub fn ended_since_report(&self, now: Instant) -> Power {
-        if let Ok(mut t) = self.inner.try_lock() {
-            self.advance(&mut t, now);
+        if self.may_have_ended(now) {
+            if let Ok(mut t) = self.inner.try_lock() {
+                self.advance(&mut t, now);
+            }
         }
         let ended = self.ended_w.load(Relaxed);
         Power::from_watts(ended.saturating_sub(self.base_w.load(Relaxed)))
@@ -121,6 +132,27 @@ impl Sessions {
         self.lock().ends.len()
     }
 
+    /// Whether a session may have ended by `now` that the total does not count yet.
+    fn may_have_ended(&self, now: Instant) -> bool {
+        let Some(origin) = self.origin.get() else {
+            return false;
+        };
+        let since = now.saturating_duration_since(*origin).as_nanos();
+        u64::try_from(since).unwrap_or(u64::MAX) >= self.next_end_ns.load(Relaxed)
+    }
+
+    /// Publish the earliest end time (under the lock, after every change).
+    fn publish_next_end(&self, t: &Timeline) {
+        let next = match (self.origin.get(), t.ends.first_key_value()) {
+            (Some(origin), Some(((end, _), _))) => {
+                let ns = end.saturating_duration_since(*origin).as_nanos();
+                u64::try_from(ns).unwrap_or(u64::MAX - 1)
+            }
+            _ => u64::MAX,
+        };
+        self.next_end_ns.store(next, Relaxed);
+    }
+
     /// Move every session that ended by `now` into the ended total.
     fn advance(&self, t: &mut Timeline, now: Instant) {
         let mut ended = 0u64;
@@ -134,6 +166,7 @@ impl Sessions {
         }
         if ended > 0 {
             self.ended_w.fetch_add(ended, Relaxed);
+            self.publish_next_end(t);
         }
     }
 
