@@ -36,6 +36,9 @@ def offered_rate(model, capacity_kw, load, time_scale):
 
 
 def analyse(work, run, streams, seconds, scale):
+    """One run; `r0-limit` is grid-limit's simulation of the streams merged (one file each)."""
+    if run == "r0-limit":
+        return analyse_limit(work, run, seconds, scale)
     summaries = [json.load(open(os.path.join(work, f"{run}-summary-{i}.json"))) for i in range(1, streams + 1)]
     series, names = ticks(os.path.join(work, f"{run}-load.csv"))
     start = min(s["started_unix"] for s in summaries)
@@ -65,6 +68,13 @@ def analyse(work, run, streams, seconds, scale):
         "plot": [(t - start, {n: l / c for n, (l, c) in s.items()}) for t, s in series],
         "model": summaries[0]["model"],
     }
+
+
+def analyse_limit(work, run, seconds, scale):
+    import analyze_spread
+    r = analyze_spread.analyse(work, run, seconds, scale)
+    r["model"] = None
+    return r
 
 
 def ratio(three, one):
@@ -108,15 +118,24 @@ def markdown(res):
         f"{3600 / s['time_scale']:g} s; probes every 100 ms; fresh substations for each run; /load sampled at "
         f"{s['hz']:g} Hz; {s['build']} build.",
         "",
-        f"| replicas | algorithm | {head} | spread (time avg) | refused with room | refused | "
-        "substation refusals (retried) | accepted |",
-        "| ---: | --- | " + " | ".join("---:" for _ in names) + " | ---: | ---: | ---: | ---: | ---: |",
+        "The first row is the limit: the same arrivals (the streams merged) placed by an omniscient "
+        "least-load router in simulated time (`grid-limit`), sampled alike.",
+        "",
+        f"| replicas | algorithm | {head} | spread (time avg) | spread / limit | refused with room | refused | "
+        "refused / limit | substation refusals (retried) | accepted |",
+        "| ---: | --- | " + " | ".join("---:" for _ in names) + " | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for key, r in sorted(res["runs"].items(), key=lambda kv: (kv[0].split("-", 1)[0], list(res["runs"]).index(kv[0]))):
         n, algorithm = key.split("-", 1)
         peaks = " | ".join(f"{r['peak_utilisation'][x]:.3f}" for x in names)
-        lines.append(f"| {n[1:]} | {algorithm} | {peaks} | {r['spread_time_avg']:.3f} | {r['refused_with_room']} | "
-                     f"{r['refused']} | {r['substation_refusals']} | {r['accepted']} of {r['sent']} |")
+        lim = res["runs"].get("r0-limit")
+        over = (f"{r['spread_time_avg'] / lim['spread_time_avg']:.2f}x"
+                if lim and lim["spread_time_avg"] else "n/a")
+        ref_over = f"{r['refused'] / lim['refused']:.2f}x" if lim and lim["refused"] else "n/a"
+        shown = ("—", "**limit** (omniscient, simulated)") if key == "r0-limit" else (n[1:], algorithm)
+        lines.append(f"| {shown[0]} | {shown[1]} | {peaks} | {r['spread_time_avg']:.3f} | {over} | "
+                     f"{r['refused_with_room']} | {r['refused']} | {ref_over} | {r['substation_refusals']} | "
+                     f"{r['accepted']} of {r['sent']} |")
     lines += ["", f"3 replicas against 1 (goal: spread and refused-with-room within {GOAL_RATIO:g}x):", "",
               "| algorithm | spread 1 → 3 | ratio | refused with room 1 → 3 | ratio | refused 1 → 3 | within goal |",
               "| --- | --- | ---: | --- | ---: | --- | --- |"]
@@ -155,7 +174,7 @@ def main():
         return
     keys = args.runs.split()
     runs = {k: analyse(args.work, k, args.streams, args.seconds, args.time_scale) for k in keys}
-    models = {json.dumps(r.pop("model"), sort_keys=True) for r in runs.values()}
+    models = {json.dumps(r.pop("model"), sort_keys=True) for r in runs.values()} - {"null"}
     if len(models) != 1:
         raise SystemExit("the runs' ev-demand summaries state different demand models")
     model = json.loads(models.pop())
@@ -165,8 +184,9 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     # Rows: 1 replica, then 3; columns: the algorithms.
     order = sorted(keys, key=lambda k: (k.split("-", 1)[0], keys.index(k)))
-    labelled = {f"{k.split('-', 1)[1]}, {k[1:].split('-', 1)[0]} replica{'s' if not k.startswith('r1-') else ''}": runs[k]
-                for k in order}
+    label = lambda k: ("limit (omniscient)" if k == "r0-limit" else
+                       f"{k.split('-', 1)[1]}, {k[1:].split('-', 1)[0]} replica{'s' if not k.startswith('r1-') else ''}")
+    labelled = {label(k): runs[k] for k in order}
     cols = len({k.split("-", 1)[1] for k in keys})
     plot(labelled, list(labelled), os.path.join(args.out, "replicas.png"), settings, cols=cols,
          suptitle=f"Utilisation over time, 1 and 3 gridlb replicas, constant demand at {args.load:g}x capacity "

@@ -1,8 +1,13 @@
 #!/usr/bin/env python3
 """Figures and plots of the spread benchmark (bench/scripts/spread writes the inputs).
 
-usage: analyze_spread.py WORK_DIR OUT_DIR --routers "least-load ..." --seconds S --rate R
-                         --seed N --time-scale X --hz H --build PROFILE
+usage: analyze_spread.py WORK_DIR OUT_DIR --routers "limit least-load ..." --seconds S --rate R
+                         --seed N --time-scale X --hz H --build PROFILE [--profile P]
+
+"limit" is the omniscient placement of the same demand in simulated time (grid-limit writes the
+same files as a real run); every other router's spread and refusals are also given as a ratio to
+it. Runs whose client retried refusals (retry-*) also report retries sent and accepted and
+attempts per accepted session, from ev-demand's summary.
 
 Per router, from WORK_DIR/ROUTER-load.csv (the substations' own /load, sampled),
 ROUTER-events.csv and ROUTER-summary.json (ev-demand) and ROUTER-NAME.metrics:
@@ -142,6 +147,10 @@ def analyse(work, router, seconds, scale):
         "errors": summary["errors"],
         "share": {n: v["share"] for n, v in summary["substations"].items()},
         "energy_delivered_kwh": st["energy_kw_s"] * scale / 3600.0,
+        "retries_sent": summary.get("retries_sent", 0),
+        "retries_accepted": summary.get("retries_accepted", 0),
+        "attempts_per_accepted": summary.get("attempts_per_accepted"),
+        "vehicles": summary["sent"] - summary.get("retries_sent", 0),
         "samples": len(window),
         "sample_gaps_max_s": max((b - a for a, b in zip(times, times[1:])), default=None),
         "plot": [(t - start, {n: utilisation(s, n) for n in names}) for t, s in series],
@@ -196,24 +205,74 @@ def plot(results, routers, path, settings, cols=3, suptitle=None):
     fig.savefig(path, dpi=100)
 
 
-def markdown(res):
-    s = res["settings"]
-    names = res["routers"][next(iter(res["routers"]))]["names"]
-    caps = res["routers"][next(iter(res["routers"]))]["capacity_kw"]
+def against_limit(results):
+    """Each run's spread and refusals as ratios to the limit's, and refusals over the limit as a
+    share of the vehicles offered; in place."""
+    lim = results.get("limit")
+    if not lim:
+        return
+    for r in results.values():
+        r["spread_over_limit"] = (r["spread_time_avg"] / lim["spread_time_avg"]
+                                  if lim["spread_time_avg"] else None)
+        r["refused_over_limit"] = r["refused"] / lim["refused"] if lim["refused"] else None
+        r["excess_refused_share"] = ((r["refused"] - lim["refused"]) / r["vehicles"]
+                                     if r["vehicles"] else None)
+
+
+def ratio_cell(v):
+    return "n/a" if v is None else f"{v:.2f}x"
+
+
+def limit_table(names, caps, runs, label="router"):
+    """The table rows, the limit first, with ratios to it."""
     head = " | ".join(f"peak {n} ({caps[n]:.0f} kW)" for n in names)
     lines = [
-        f"Rush-hour demand for {s['seconds']:g} s (peak {s['rate']:g} sessions/s, seed {s['seed']}, "
-        f"one simulated hour = {3600 / s['time_scale']:g} s), the same for every router; fresh substations "
-        f"for each; /load sampled at {s['hz']:g} Hz; {s['build']} build.",
-        "",
-        f"| router | {head} | spread (time avg) | refused with room | refused | substation refusals (retried) | accepted | energy delivered (kWh) |",
-        "| --- | " + " | ".join("---:" for _ in names) + " | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| {label} | {head} | spread (time avg) | spread / limit | refused with room | refused | refused / limit | substation refusals (retried) | accepted | energy delivered (kWh) |",
+        "| --- | " + " | ".join("---:" for _ in names) + " | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for router, r in res["routers"].items():
+    for router, r in runs.items():
         peaks = " | ".join(f"{r['peak_utilisation'][n]:.3f}" for n in names)
+        shown = "**limit** (omniscient, simulated)" if router.endswith("limit") else router
         lines.append(
-            f"| {router} | {peaks} | {r['spread_time_avg']:.3f} | {r['refused_with_room']} | {r['refused']} | "
+            f"| {shown} | {peaks} | {r['spread_time_avg']:.3f} | {ratio_cell(r.get('spread_over_limit'))} | "
+            f"{r['refused_with_room']} | {r['refused']} | {ratio_cell(r.get('refused_over_limit'))} | "
             f"{r['substation_refusals']} | {r['accepted']} of {r['sent']} | {r['energy_delivered_kwh']:.0f} |")
+    return lines
+
+
+def retry_table(runs):
+    """Runs whose client came back after refusals: retries and attempts per accepted session."""
+    rows = {k: r for k, r in runs.items() if k.startswith("retry-")}
+    if not rows:
+        return []
+    lines = ["", "Refused clients coming back (ev-demand `--retries 3`, least-load): `retry-honest` waits "
+             "the `Retry-After` gridlb (or the substation) gave, `retry-constant` a constant 1 s (gridlb's "
+             "answer before it knew when sessions end; one probe interval, rounded up).", "",
+             "| run | vehicles | accepted | retries sent | retries accepted | attempts per accepted session |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for k, r in rows.items():
+        apa = r["attempts_per_accepted"]
+        lines.append(f"| {k} | {r['vehicles']} | {r['accepted']} | {r['retries_sent']} | {r['retries_accepted']} | "
+                     f"{'n/a' if apa is None else f'{apa:.3f}'} |")
+    return lines
+
+
+def markdown(res):
+    s = res["settings"]
+    first = res["routers"][next(iter(res["routers"]))]
+    names, caps = first["names"], first["capacity_kw"]
+    demand = ("Rush-hour demand" if s.get("profile", "rush-hour") == "rush-hour"
+              else f"{s['profile'].capitalize()} demand")
+    lines = [
+        f"{demand} for {s['seconds']:g} s (peak {s['rate']:g} sessions/s, seed {s['seed']}, "
+        f"one simulated hour = {3600 / s['time_scale']:g} s), the same for every router; fresh substations "
+        f"for each; /load sampled at {s['hz']:g} Hz; {s['build']} build. The first row is the limit: the "
+        "same arrivals placed by an omniscient least-load router in simulated time (`grid-limit`: it knows "
+        "each session's start and end the instant they happen, no network, no lag), sampled alike.",
+        "",
+    ]
+    lines += limit_table(names, caps, res["routers"])
+    lines += retry_table(res["routers"])
     lines += ["", "![utilisation over time](results/spread.png)", ""]
     return "\n".join(lines) + "\n"
 
@@ -229,11 +288,13 @@ def main():
     ap.add_argument("--time-scale", type=float, required=True)
     ap.add_argument("--hz", type=float, required=True)
     ap.add_argument("--build", default="release")
+    ap.add_argument("--profile", default="rush-hour")
     a = ap.parse_args()
     routers = a.routers.split()
     settings = {"seconds": a.seconds, "rate": a.rate, "seed": a.seed, "time_scale": a.time_scale,
-                "hz": a.hz, "build": a.build}
+                "hz": a.hz, "build": a.build, "profile": a.profile}
     results = {r: analyse(a.work, r, a.seconds, a.time_scale) for r in routers}
+    against_limit(results)
     os.makedirs(a.out, exist_ok=True)
     plot(results, routers, os.path.join(a.out, "spread.png"), settings)
     for r in results.values():

@@ -76,6 +76,7 @@ def targets(tp, spread, micro, profile, replicas=None):
                 notes.append(selection_note(micro, load("profile-selection.txt")))
     if spread:
         ll = spread["routers"].get("least-load")
+        lim = spread["routers"].get("limit")
         if ll:
             within = all(v <= 1.0 + 1e-9 for v in ll["peak_utilisation"].values())
             rows.append(("least-load keeps every substation within capacity",
@@ -83,10 +84,31 @@ def targets(tp, spread, micro, profile, replicas=None):
                          verdict(within)))
             rows.append(("least-load: zero sessions refused while another substation had room",
                          f"{ll['refused_with_room']} of {ll['refused']} refusals", verdict(ll["refused_with_room"] == 0)))
-            rows.append(("least-load: time-averaged spread at most 0.05", f"{ll['spread_time_avg']:.3f}",
-                         verdict(ll["spread_time_avg"] <= 0.05)))
-            if ll["refused_with_room"] or ll["spread_time_avg"] > 0.05:
+            missed = ll["refused_with_room"] > 0
+            if lim:
+                ok = ll["spread_time_avg"] <= 1.05 * lim["spread_time_avg"] + 1e-9
+                rows.append(("least-load: time-averaged spread at most 1.05x the omniscient limit's",
+                             f"{ll['spread_time_avg']:.3f} vs limit {lim['spread_time_avg']:.3f} "
+                             f"({ll['spread_over_limit']:.2f}x)", verdict(ok)))
+                allowed = lim["refused"] + 0.02 * ll["vehicles"]
+                ok_ref = ll["refused"] <= allowed
+                rows.append(("least-load: refusals at most the limit's + 2 % of the sessions offered",
+                             f"{ll['refused']} vs limit {lim['refused']} (+2 % of {ll['vehicles']}: at most "
+                             f"{allowed:.0f})", verdict(ok_ref)))
+                missed = missed or not ok or not ok_ref
+            honest, const = spread["routers"].get("retry-honest"), spread["routers"].get("retry-constant")
+            if honest and const and honest["attempts_per_accepted"] and const["attempts_per_accepted"]:
+                ok = honest["attempts_per_accepted"] < const["attempts_per_accepted"]
+                rows.append(("honest Retry-After: fewer client attempts per accepted session than a constant 1 s",
+                             f"{honest['attempts_per_accepted']:.3f} vs {const['attempts_per_accepted']:.3f} "
+                             f"(retries accepted {honest['retries_accepted']} of {honest['retries_sent']} vs "
+                             f"{const['retries_accepted']} of {const['retries_sent']})", verdict(ok)))
+                notes.append(retry_note(honest, const, ok))
+            if missed:
                 notes.append(spread_note(spread))
+            peers = peers_note(spread)
+            if peers:
+                notes.append(peers)
     if replicas:
         c = replicas["comparison"].get("least-load")
         if c:
@@ -97,11 +119,42 @@ def targets(tp, spread, micro, profile, replicas=None):
             rows.append(("3 gridlb replicas, least-load: time-averaged spread within 1.5x of one replica's",
                          f"{r1['spread_time_avg']:.3f} → {r3['spread_time_avg']:.3f} ({ratio(c['spread_ratio'])})",
                          verdict(ok_spread)))
+            ok_tight = c["spread_ratio"] is not None and c["spread_ratio"] <= 1.1 + 1e-9
+            rows.append(("3 gridlb replicas, least-load: time-averaged spread within 1.1x of one replica's",
+                         f"{ratio(c['spread_ratio'])}", verdict(ok_tight)))
+            if not ok_tight:
+                notes.append(tight_replicas_note(replicas))
+            lim = replicas["runs"].get("r0-limit")
+            if lim and lim["spread_time_avg"]:
+                rows.append(("least-load, constant demand: spread at most 1.05x the omniscient limit's (1 / 3 replicas)",
+                             f"limit {lim['spread_time_avg']:.3f}; 1 replica {r1['spread_time_avg']:.3f} "
+                             f"({r1['spread_time_avg'] / lim['spread_time_avg']:.2f}x), 3 replicas "
+                             f"{r3['spread_time_avg']:.3f} ({r3['spread_time_avg'] / lim['spread_time_avg']:.2f}x)",
+                             verdict(r1["spread_time_avg"] <= 1.05 * lim["spread_time_avg"] + 1e-9)))
             rows.append(("3 gridlb replicas, least-load: refused with room within 1.5x of one replica's",
                          f"{r1['refused_with_room']} → {r3['refused_with_room']} ({ratio(c['refused_with_room_ratio'])}; "
                          f"refusals in all {r1['refused']} → {r3['refused']})", verdict(ok_room)))
             notes.append(replicas_note(replicas, ok_spread and ok_room))
     return rows, notes
+
+
+def tight_replicas_note(rep):
+    runs = rep["runs"]
+    r1, r3, lim = runs["r1-least-load"], runs["r3-least-load"], runs.get("r0-limit")
+    text = (f"**Why 3 least-load replicas miss 1.1x of one.** Spread {r1['spread_time_avg']:.3f} with one "
+            f"replica, {r3['spread_time_avg']:.3f} with three ({r3['spread_time_avg'] / r1['spread_time_avg']:.2f}x)")
+    if lim:
+        text += f"; the omniscient limit of the same arrivals is {lim['spread_time_avg']:.3f}"
+    text += (f". Refusals by the substations themselves (retried elsewhere) go from {r1['substation_refusals']} to "
+             f"{r3['substation_refusals']}: one replica's choice collides with another's bookings in flight. "
+             "Each replica subtracts the power of only the sessions it routed (a third of them) when they end, "
+             "so between two reports the replicas' views of the same substation differ by the sessions the "
+             "others routed that have ended, and by the others' requests in flight; one replica alone knows "
+             "every session and every request. Closing that gap needs shared state (which the design rules out) "
+             "or more frequent reports: the substation's header on every answer already reaches each replica "
+             "only for its own answers. One seed, a debug build and other builds on the same two cores: the "
+             "previous release-build run of this benchmark (before session-end awareness) measured 0.067 → 0.076.")
+    return text
 
 
 def replicas_note(rep, met):
@@ -267,6 +320,7 @@ def selection_note(micro, profile=None):
 
 def spread_note(spread):
     ll = spread["routers"]["least-load"]
+    lim = spread["routers"].get("limit")
     s = spread["settings"]
     text = "**Why least-load misses a spread target.** "
     if ll["refused_with_room"]:
@@ -275,28 +329,63 @@ def spread_note(spread):
                  f"the request showed room somewhere; in {persisting} of them that substation still had the room "
                  "in the next sample (the room was there all along and gridlb's view was behind); the other "
                  f"{ll['refused_with_room'] - persisting} are races at the sampler's resolution (a booking took "
-                 f"the room in the {1000 / s['hz']:.0f} ms between the sample and the request). gridlb learns "
-                 "that sessions have ended from the substation's next report (a probe every 100 ms here, or the "
-                 "header of its next answer), and before answering `503` for a full grid it probes again every "
-                 "substation whose report is older than 25 ms and selects once more, so a refusal rests on a "
-                 f"report at most 25 ms old ({0.025 * s['time_scale']:.0f} simulated seconds at this benchmark's "
-                 f"time scale of 1 h = {3600 / s['time_scale']:g} s). ")
-    if ll["spread_time_avg"] > 0.05:
+                 f"the room in the {1000 / s['hz']:.0f} ms between the sample and the request). ")
+        if lim:
+            text += (f"The omniscient limit, which by construction refuses only when nothing has room, scores "
+                     f"{lim['refused_with_room']} by the same measure on the same arrivals (sessions placed "
+                     "between two samples take the room the earlier sample showed): at this resolution the "
+                     "measure cannot reach 0 for any router, and least-load is at the limit's figure. ")
+    over = ll.get("spread_over_limit")
+    if lim and over is not None and over > 1.05:
         steps = ", ".join(f"{v:.3f} of {n}" for n, v in ll.get("session_step", {}).items())
-        text += (f"The time-averaged spread is {ll['spread_time_avg']:.3f}. The mean accepted session is "
-                 f"{ll.get('mean_session_kw', 0):.1f} kW, i.e. {steps}'s capacity: every session that starts "
-                 "or ends moves the smallest substation's utilisation by about a tenth, and least-load can only "
-                 "place new sessions, never move running ones, so the spread cannot fall much below that step. "
-                 "Among the other substations alone the spread is "
-                 f"{ll.get('spread_without_smallest_time_avg') or 0:.3f}: there the step is smaller, and what "
-                 "remains comes from the same lag (a substation whose sessions have ended looks fuller to gridlb "
-                 "than it is until its next report) and from the ramp at the start, when the first sessions "
-                 "land on empty substations. ")
-    text += ("A change to gridlb that would narrow the lag between reports: track the end time of each "
-             "session it routed (the body states `duration_s`; the substation's answer could state the "
-             "session's end, which also covers a simulator's time scale) and subtract the power of sessions "
-             "that should have ended since the last report, still correcting with the next report.")
+        text += (f"The time-averaged spread is {ll['spread_time_avg']:.3f}, {over:.2f}x the limit's "
+                 f"{lim['spread_time_avg']:.3f}. The mean accepted session is {ll.get('mean_session_kw', 0):.1f} kW, "
+                 f"i.e. {steps}'s capacity: the limit pays that step too; what least-load spends above it is "
+                 "the lag of its view (sessions it did not route, ending between reports). ")
+    if lim:
+        text += (f"The limit's spread is {lim['spread_time_avg']:.3f} with {lim['refused']} refusals; least-load's "
+                 f"{ll['spread_time_avg']:.3f} with {ll['refused']}. gridlb subtracts the power of the sessions it "
+                 "routed that ended since the last report (`proxy/src/sessions.rs`), so its view lags only for "
+                 "sessions it did not route.")
     return text
+
+
+def retry_note(honest, const, met):
+    head = ("**Retry-After honoured (spread bench, `--retry-after`).** " if met
+            else "**Why the honest Retry-After misses its target.** ")
+    rate = lambda r: r["retries_accepted"] / r["retries_sent"] if r["retries_sent"] else 0.0
+    return (head + f"Clients that came back at gridlb's Retry-After made {honest['attempts_per_accepted']:.3f} "
+            f"requests per accepted session ({honest['retries_accepted']} of {honest['retries_sent']} retries "
+            f"accepted, {rate(honest):.0%}); after a constant 1 s, {const['attempts_per_accepted']:.3f} "
+            f"({const['retries_accepted']} of {const['retries_sent']}, {rate(const):.0%}): a difference of "
+            f"{abs(const['attempts_per_accepted'] - honest['attempts_per_accepted']) / const['attempts_per_accepted']:.1%}, "
+            "one seed, inside what another seed or the other engineers' builds on the same cores could move. "
+            "Why so small: at this benchmark's time scale (1 h = 3 s) sessions last 1.5 to 12 real seconds, "
+            "so an honest answer (whole seconds, at least 1) is a few seconds at most, close to the constant "
+            "(the waits themselves are not recorded; the retry counts are); and the room a Retry-After promises is the room that sessions gridlb knows of "
+            "will free, which new arrivals at rush hour compete for: most retries land on a grid that is full "
+            "again. The honest answer matters where sessions last longer than a second in real time (no time "
+            "scale), where a constant 1 s would make a client retry for every second of a wait of minutes.")
+
+
+def peers_note(spread):
+    r = spread["routers"]
+    lim = r.get("limit")
+    have = [k for k in ("envoy", "envoy-orca", "caddy") if k in r]
+    if not lim or not have:
+        return None
+    cells = "; ".join(f"{k} spread {r[k]['spread_time_avg']:.3f} ({r[k]['spread_time_avg'] / lim['spread_time_avg']:.2f}x "
+                      f"the limit), refused {r[k]['refused']} ({r[k]['refused_with_room']} with room), refusals by "
+                      f"the substations {r[k]['substation_refusals']}" for k in have)
+    like_random = (f" (random: {r['random']['spread_time_avg']:.3f})" if "random" in r else "")
+    return ("**Envoy and Caddy.** " + cells + ". Envoy's LEAST_REQUEST balances requests in flight, "
+            "which at these rates is almost always zero everywhere: it spreads about like random"
+            + like_random + " and relies on its retries to another host. Its client-side weighted round "
+            "robin reads the substations' ORCA header (weight = rps / utilisation) and does better, but "
+            "weights are recomputed every 100 ms at best and know nothing of a session's power. Caddy "
+            "cannot retry a request that got an answer, so every 503 from a full substation reaches the "
+            "client while another has room; its passive health check only keeps that substation out for a "
+            "second afterwards.")
 
 
 def main():

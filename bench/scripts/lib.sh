@@ -94,7 +94,7 @@ bench_build() {
   cargo build --profile "$profile" -p gridlb -p substation -p gridlb-bench --bins >&2
   dir=$([ "$profile" = dev ] && echo debug || echo "$profile")
   mkdir -p "$BENCH_WORK/bin"
-  for b in gridlb substation ev-demand load-sampler grid-agent; do
+  for b in gridlb substation ev-demand load-sampler grid-agent grid-limit; do
     cp "target/$dir/$b" "$BENCH_WORK/bin/"
   done
   BIN="$BENCH_WORK/bin"

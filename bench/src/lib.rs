@@ -4,15 +4,18 @@
 //! - [`demand`]: the demand model (Poisson arrivals shaped by a profile, a mix of charger
 //!   powers and session durations), reproducible from a seed;
 //! - [`client`]: a small HTTP/1.1 client with a keep-alive pool, on tokio alone;
+//! - [`limit`]: the omniscient least-load placement of a demand (the limit row of the tables);
 //! - [`run`]: sending a plan to a URL with bounded concurrency;
 //! - [`stats`]: counters, per-request records and the end-of-run summary;
 //! - [`progress`]: the live progress line;
 //! - [`sampler`]: sampling substations' `GET /load` (the spread benchmark's ground truth);
-//! - binaries: `ev-demand`, `load-sampler`, and `grid-agent` (feeds HAProxy's `agent-check`
+//! - binaries: `ev-demand`, `load-sampler`, `grid-limit` (the limit, simulated), and
+//!   `grid-agent` (feeds HAProxy's `agent-check`
 //!   with each substation's headroom, so HAProxy is compared at its best).
 
 pub mod client;
 pub mod demand;
+pub mod limit;
 pub mod progress;
 pub mod run;
 pub mod sampler;

@@ -2,6 +2,10 @@
 //! `concurrency` requests in flight; when every slot is busy the next arrival waits and is
 //! counted late. The power goes both as `x-charge-kw` and in the JSON body.
 //!
+//! With [`Retry`], a refused vehicle comes back: after the answer's `Retry-After` (or a
+//! constant wait), at most `max` times, and only while the demand lasts (so the run stays
+//! bounded whatever a router says); each attempt is its own [`Record`] (`attempt` 1, 2, ...).
+//!
 //! HTTP is this crate's small client ([`crate::client`], keep-alive pooled). The run ends
 //! when the plan is exhausted or on Ctrl-C, and then waits for the requests in flight (each
 //! bounded by the timeout).
@@ -65,6 +69,29 @@ pub struct Options {
     pub concurrency: usize,
     pub timeout: Duration,
     pub progress: bool,
+    pub retry: Retry,
+}
+
+/// What a refused vehicle does.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Retry {
+    /// Most retries per vehicle (0: a refusal is final).
+    pub max: u32,
+    /// Wait this long instead of the answer's `Retry-After`.
+    pub constant: Option<Duration>,
+}
+
+impl Retry {
+    /// How long to wait after `answer` (a `503`): the constant, else its `Retry-After`
+    /// seconds, else one second.
+    fn wait(&self, answer: &Answer) -> Duration {
+        self.constant.unwrap_or_else(|| {
+            let advised = answer
+                .header("retry-after")
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            Duration::from_secs(advised.unwrap_or(1))
+        })
+    }
 }
 
 /// Send the whole plan; returns when it started (Unix seconds) and how long it took.
@@ -98,20 +125,37 @@ async fn send_all(options: &Options, tally: &Arc<Tally>, start: Instant) {
         let late = sent_at.saturating_sub(arrival.at);
         tally.sent.fetch_add(1, Relaxed);
         let (client, tally, target) = (Arc::clone(&client), Arc::clone(tally), Arc::clone(&target));
+        let (retry, until) = (options.retry, options.demand.bound.duration);
         tasks.spawn(async move {
             let _slot = slot;
             let request = arrival.request;
-            let began = Instant::now();
-            let answer = send(&client, &target, &request).await;
-            tally.record(Record {
-                sent_at,
-                late,
-                power_kw: request.power_kw,
-                duration_s: request.duration_s,
-                status: answer.as_ref().map(|a| a.status),
-                substation: answer.as_ref().and_then(substation_of),
-                latency: began.elapsed(),
-            });
+            let mut sent_at = sent_at;
+            for attempt in 0..=retry.max {
+                let began = Instant::now();
+                let answer = send(&client, &target, &request).await;
+                let wait = answer
+                    .as_ref()
+                    .filter(|a| a.status == 503)
+                    .map(|a| retry.wait(a));
+                tally.record(Record {
+                    sent_at,
+                    late,
+                    power_kw: request.power_kw,
+                    duration_s: request.duration_s,
+                    status: answer.as_ref().map(|a| a.status),
+                    substation: answer.as_ref().and_then(substation_of),
+                    latency: began.elapsed(),
+                    attempt,
+                });
+                let Some(wait) = wait else { break };
+                let again = start.elapsed() + wait;
+                if attempt == retry.max || until.is_none_or(|u| again >= u) {
+                    break;
+                }
+                tokio::time::sleep(wait).await;
+                sent_at = start.elapsed();
+                tally.sent.fetch_add(1, Relaxed);
+            }
         });
         while tasks.try_join_next().is_some() {}
     }

@@ -28,6 +28,8 @@ pub struct Record {
     /// The substation that answered, when the answer says.
     pub substation: Option<String>,
     pub latency: Duration,
+    /// 0 for a vehicle's first request, n for its n-th retry after a refusal.
+    pub attempt: u32,
 }
 
 impl Record {
@@ -127,6 +129,13 @@ pub struct Summary {
     pub latency_ms: Latency,
     /// Energy of the accepted sessions (power × duration), in simulated kWh.
     pub energy_booked_kwh: f64,
+    /// Requests that were retries of a refused vehicle (`--retries`), and how many of them
+    /// were accepted.
+    pub retries_sent: u64,
+    pub retries_accepted: u64,
+    /// Requests per accepted session (every vehicle's attempts, accepted or not, over the
+    /// sessions accepted).
+    pub attempts_per_accepted: Option<f64>,
 }
 
 /// The run's settings, for the summary's header.
@@ -191,6 +200,9 @@ impl Summary {
                 .filter(|r| r.accepted())
                 .map(|r| r.power_kw * r.duration_s / 3600.0)
                 .sum(),
+            retries_sent: count(&|r| r.attempt > 0),
+            retries_accepted: count(&|r| r.attempt > 0 && r.accepted()),
+            attempts_per_accepted: (accepted > 0).then(|| records.len() as f64 / accepted as f64),
         }
     }
 
@@ -254,14 +266,16 @@ pub fn latency(mut samples: Vec<f64>) -> Latency {
     }
 }
 
-/// The records as CSV (`sent_at_s,late_ms,power_kw,duration_s,status,substation,latency_ms`),
-/// for the spread benchmark.
+/// The records as CSV
+/// (`sent_at_s,late_ms,power_kw,duration_s,status,substation,latency_ms,attempt`), for the
+/// spread benchmark.
 pub fn events_csv(records: &[Record]) -> String {
-    let mut out =
-        String::from("sent_at_s,late_ms,power_kw,duration_s,status,substation,latency_ms\n");
+    let mut out = String::from(
+        "sent_at_s,late_ms,power_kw,duration_s,status,substation,latency_ms,attempt\n",
+    );
     for r in records {
         out.push_str(&format!(
-            "{:.6},{:.3},{},{},{},{},{:.3}\n",
+            "{:.6},{:.3},{},{},{},{},{:.3},{}\n",
             r.sent_at.as_secs_f64(),
             r.late.as_secs_f64() * 1e3,
             r.power_kw,
@@ -269,7 +283,8 @@ pub fn events_csv(records: &[Record]) -> String {
             r.status
                 .map_or_else(|| "error".to_string(), |s| s.to_string()),
             r.substation.as_deref().unwrap_or(""),
-            r.latency.as_secs_f64() * 1e3
+            r.latency.as_secs_f64() * 1e3,
+            r.attempt
         ));
     }
     out
@@ -285,6 +300,7 @@ mod tests {
             late: Duration::ZERO,
             power_kw: 11.0,
             duration_s: 3600.0,
+            attempt: 0,
             status,
             substation: substation.map(str::to_string),
             latency: Duration::from_millis(ms),

@@ -194,6 +194,14 @@ pub struct ChargeAccepted {
     pub power_kw: f64,
     pub load_kw: f64,
     pub capacity_kw: f64,
+    /// When the session ends, unix seconds (wall clock of the substation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ends_at: Option<f64>,
+    /// Real seconds from this answer until the session ends: `duration_s` divided by a
+    /// simulator's time scale, so a receiver needs neither the scale nor a synchronised
+    /// clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining_s: Option<f64>,
 }
 
 /// The JSON body of every error answer: `{"error": "...", "field": "power_kw"}`; the

@@ -14,7 +14,8 @@
 //! - [`IdempotencyKey`]: 1 to 255 visible ASCII characters;
 //! - [`RequestId`]: the `x-request-id` header, 1 to 128 visible ASCII characters;
 //! - [`rng`]: SplitMix64, plain ([`SplitMix64`]) and lock-free ([`SharedRng`]);
-//! - [`unix_now`]: wall-clock seconds.
+//! - [`unix_now`]: wall-clock seconds;
+//! - [`OrcaLoadReport`]: ORCA's text load report (`endpoint-load-metrics`).
 //!
 //! Invariants the parsers enforce (a report or request that breaks one is rejected with an
 //! error that names the field):
@@ -28,6 +29,7 @@ mod charge;
 mod clock;
 mod key;
 mod name;
+mod orca;
 mod power;
 mod report;
 mod request_id;
@@ -41,6 +43,7 @@ pub use charge::{
 pub use clock::unix_now;
 pub use key::{IdempotencyKey, KeyError, MAX_KEY_LEN};
 pub use name::{MAX_NAME_LEN, NameError, SubstationName, is_valid_substation_name};
+pub use orca::{ORCA_HEADER, OrcaError, OrcaLoadReport};
 pub use power::{Power, PowerError};
 pub use report::{HeaderReport, LoadReport, ReportError, ReportVersion};
 pub use request_id::{MAX_REQUEST_ID_LEN, REQUEST_ID_HEADER, RequestId, RequestIdError};
@@ -51,6 +54,9 @@ pub use session::{RandomnessError, SessionId};
 pub const LOAD_HEADER: &str = "x-substation-load";
 /// Header naming the substation that answered, added by the proxy.
 pub const SUBSTATION_HEADER: &str = "x-gridlb-substation";
+/// Header of a `201` answer: real seconds until the session it booked ends (the same as the
+/// body's `remaining_s`), so a proxy learns it without reading the body.
+pub const SESSION_REMAINING_HEADER: &str = "x-session-remaining-s";
 /// Header a client may use to state the requested power in kW.
 pub const CHARGE_KW_HEADER: &str = "x-charge-kw";
 /// Header that makes a `POST /charge` idempotent at the substation.

@@ -6,6 +6,7 @@
 //! - [`config`]: the YAML file and its validation (pure: no DNS, no I/O beyond the file);
 //! - [`metrics`]: every Prometheus family, registered once; [`access_log`]: one line per
 //!   request, written by a background service;
+//! - [`sessions`]: the sessions this proxy routed, by end time (power ended since a report);
 //! - [`table`]: the load table (the swapped snapshot, newest report per substation, in-flight
 //!   power, reservations, health and drain) and the one door reports come in by;
 //! - [`affinity`] (Idempotency-Key routing), [`gate`] (the concurrent-request cap) and
@@ -17,6 +18,7 @@
 //! - [`admission`]: choosing a substation and reserving its power; [`attempt`]: one
 //!   request's upstream attempts as a typed state;
 //! - [`reload`]: validated reloads and their triggers (file change, SIGHUP, DNS refresh);
+//! - [`retry_after`]: when room for a refused request is expected;
 //! - [`service`]: the `ProxyHttp` implementation; [`admin`], [`status`] and [`history`] (the
 //!   status page's last minutes): the admin API;
 //! - [`server`]: assembles every part ([`server::Parts`]) into a Pingora server.
@@ -37,8 +39,10 @@ pub mod pool;
 pub mod probe;
 pub mod reload;
 pub mod request_id;
+pub mod retry_after;
 pub mod selection;
 pub mod server;
 pub mod service;
+pub mod sessions;
 pub mod status;
 pub mod table;

@@ -14,7 +14,8 @@
 //! 2. `upstream_peer` sends the reserved attempt (`crate::attempt`); on a retry it reserves
 //!    the next candidate, never one this request already tried.
 //! 3. `upstream_response_filter` feeds the `x-substation-load` header to the load table and
-//!    only then releases the attempt (see `table.rs` for why that is exact). A `503` from a
+//!    only then releases the attempt (see `table.rs` for why that is exact); a `201` records
+//!    its session's end and a `DELETE`'s `200` forgets it (`crate::sessions`). A `503` from a
 //!    substation (no capacity) becomes the typed error `attempt::REFUSED`, retried when
 //!    another candidate has room (reserved there first); when none has, that `503` goes to
 //!    the client as it is.
@@ -212,7 +213,7 @@ impl ProxyHttp for GridProxy {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -259,6 +260,15 @@ impl ProxyHttp for GridProxy {
         if ctx.route == Route::Charge && status == 201 {
             state.routed.fetch_add(1, Relaxed);
             state.accepted();
+            if let Some((id, ends)) = crate::sessions::accepted(&upstream.headers, Instant::now()) {
+                let power =
+                    gridlb_protocol::Power::from_kw(ctx.kw).unwrap_or(gridlb_protocol::Power::ZERO);
+                state.sessions.record(&id, power, ends, Instant::now());
+            }
+        }
+        if ctx.route == Route::Release && status == 200 {
+            let path = session.req_header().uri.path();
+            state.sessions.forget(path.trim_start_matches("/charge/"));
         }
         upstream.insert_header(SUBSTATION_HEADER, state.name.as_str())?;
         Ok(())

@@ -4,7 +4,10 @@
 //! arrived: a `GET /load` probe or the `x-substation-load` header of an answer) and the power
 //! of the requests the proxy has sent there and not yet seen answered ("in flight").
 //!
-//! Utilisation = (reported load + in-flight power) / reported capacity. Why that corrects
+//! Utilisation = (reported load − power of the sessions this proxy routed that have ended since
+//! the report was received, never below zero, + in-flight power) / reported capacity. The ended
+//! power comes from [`crate::sessions`] (the substation's `201` states each session's end); the
+//! next report corrects any error. Why the in-flight part corrects
 //! exactly for what was sent since the report: a request stops being in flight when its answer
 //! arrives, and that answer carries a report that already includes the request; because the
 //! table only ever moves to newer reports, the report held from then on includes it too. A
@@ -27,6 +30,7 @@
 //!
 //! Hot-path state is atomics and an `ArcSwap`; nothing here takes a lock on the request path.
 
+use crate::sessions::Sessions;
 use arc_swap::ArcSwapOption;
 use gridlb_protocol::{HeaderReport, LoadReport, Power, ReportError, ReportVersion};
 use std::net::SocketAddr;
@@ -179,6 +183,8 @@ pub struct SubstationState {
     born: Instant,
     /// Sessions this proxy routed here that the substation accepted.
     pub routed: AtomicU64,
+    /// Those of them not yet ended, by end time.
+    pub sessions: Sessions,
 }
 
 impl SubstationState {
@@ -203,6 +209,7 @@ impl SubstationState {
             charge_samples: AtomicU32::new(0),
             born: Instant::now(),
             routed: AtomicU64::new(0),
+            sessions: Sessions::default(),
         })
     }
 
@@ -233,7 +240,7 @@ impl SubstationState {
             return None;
         }
         Some(Known {
-            load_kw: report.load_kw,
+            load_kw: self.load_now_kw(report),
             capacity_kw: self.usable_capacity_kw(report.capacity_kw),
         })
     }
@@ -250,6 +257,7 @@ impl SubstationState {
     /// starts again, so a quiet substation's report keeps counting.
     pub fn offer(&self, report: Report) -> Offer {
         let version = report.version;
+        let received_at = report.received_at;
         let new = Arc::new(report);
         let previous = self.report.rcu(|current| match current {
             Some(held) if held.version > version => Some(Arc::clone(held)),
@@ -263,8 +271,18 @@ impl SubstationState {
         match previous {
             Some(held) if held.version == version => Offer::Duplicate,
             Some(held) if held.version > version => Offer::Stale,
-            _ => Offer::Accepted,
+            _ => {
+                self.sessions.mark_report(received_at);
+                Offer::Accepted
+            }
         }
+    }
+
+    /// The held report's load less the power of known sessions that have ended since it was
+    /// received, never below zero.
+    fn load_now_kw(&self, report: &Report) -> f64 {
+        let ended = self.sessions.ended_since_report(Instant::now());
+        (report.load_kw - ended.as_kw()).max(0.0)
     }
 
     pub fn report(&self) -> Option<Arc<Report>> {
@@ -284,7 +302,8 @@ impl SubstationState {
         let guard = self.report.load();
         let report = guard.as_ref()?;
         let capacity = self.usable_capacity_kw(report.capacity_kw);
-        Some((report.load_kw + self.in_flight_kw() + extra_kw) / capacity)
+        let load_kw = self.load_now_kw(report);
+        Some((load_kw + self.in_flight_kw() + extra_kw) / capacity)
     }
 
     /// Utilisation after adding `kw`, if the substation may be chosen at `now` (eligible,
@@ -298,6 +317,22 @@ impl SubstationState {
         let in_flight = self.in_flight().saturating_add(reserved(kw)?);
         fits(&known, in_flight, max_utilization)
             .then(|| (known.load_kw + in_flight.as_kw()) / known.capacity_kw)
+    }
+
+    /// How long until a request of `kw` is expected to fit, from the held report and the
+    /// sessions known to end: zero if it fits now; `None` if it cannot be told (not eligible,
+    /// no report, or the known sessions do not free enough).
+    pub fn room_in(&self, kw: f64, max_utilization: f64, now: Instant) -> Option<Duration> {
+        if !self.is_eligible() {
+            return None;
+        }
+        let known = self.known(now)?;
+        let in_flight = self.in_flight().saturating_add(reserved(kw)?);
+        let excess_kw = known.load_kw + in_flight.as_kw() - known.capacity_kw * max_utilization;
+        if excess_kw <= TOLERANCE_KW {
+            return Some(Duration::ZERO);
+        }
+        self.sessions.room_in(reserved(excess_kw)?, now)
     }
 
     /// Reserve `kw` if the substation has a report and the request [`fits`] within

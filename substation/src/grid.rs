@@ -22,9 +22,10 @@
 
 use crate::metrics::Metrics;
 use gridlb_protocol::{
-    ChargeAccepted, ChargeRequest, IdempotencyKey, LoadReport, Power, SessionId, SubstationName,
+    ChargeAccepted, ChargeRequest, IdempotencyKey, LoadReport, OrcaLoadReport, Power, SessionId,
+    SubstationName,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -33,6 +34,9 @@ use tokio::time::Instant;
 
 /// The longest real time a session holds its power (ten years); longer sessions are cut to it.
 pub const MAX_HOLD: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// The sliding window (real time) over which ORCA's `rps_fractional` counts accepted sessions.
+pub const RPS_WINDOW: Duration = Duration::from_secs(2);
 
 /// The simulated substation: its ledger of sessions, its report version and its metrics.
 pub struct Substation {
@@ -58,6 +62,8 @@ struct Ledger {
     load: Power,
     seq: u64,
     last_n: u64,
+    /// When the sessions of the last [`RPS_WINDOW`] were accepted, oldest first.
+    accepted_at: VecDeque<Instant>,
 }
 
 struct Session {
@@ -210,6 +216,7 @@ impl Substation {
             Err(e) => return Booking::NoId(e.to_string()),
         };
         let answer = self.insert_locked(&mut ledger, id, request, power, key, now);
+        ledger.accepted_at.push_back(now);
         self.count("accepted");
         self.publish_locked(&ledger);
         Booking::Accepted {
@@ -234,6 +241,21 @@ impl Substation {
     pub fn expire_due(&self, now: Instant) -> usize {
         let mut ledger = self.lock();
         self.expire_locked(&mut ledger, now)
+    }
+
+    /// The ORCA form of the current load: utilisation, and sessions accepted per second over
+    /// the last [`RPS_WINDOW`].
+    pub fn orca(&self, report: &LoadReport, now: Instant) -> OrcaLoadReport {
+        let mut ledger = self.lock();
+        while ledger
+            .accepted_at
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) > RPS_WINDOW)
+        {
+            ledger.accepted_at.pop_front();
+        }
+        let rps = ledger.accepted_at.len() as f64 / RPS_WINDOW.as_secs_f64();
+        OrcaLoadReport::substation(report.load_kw, report.capacity_kw, rps)
     }
 
     /// When the next session ends, if any is active.
@@ -285,6 +307,8 @@ impl Substation {
             power_kw: request.power_kw,
             load_kw: ledger.load.as_kw(),
             capacity_kw: self.capacity_kw,
+            ends_at: Some(gridlb_protocol::unix_now() + hold_s),
+            remaining_s: Some(hold_s),
         };
         if let Some(key) = key {
             ledger

@@ -13,7 +13,10 @@
 //! front when its `Content-Length` is over [`MAX_CHARGE_BODY`] and is read through
 //! `http_body_util::Limited` otherwise, so no more than that is ever buffered.
 //!
-//! A `201` also carries `Location: /charge/{session_id}`; an idempotent replay (same status,
+//! Every `/charge…` answer also carries ORCA's `endpoint-load-metrics` (text form,
+//! [`gridlb_protocol::OrcaLoadReport`]). A `201` states when the session ends (`ends_at`,
+//! `remaining_s` in the body; `x-session-remaining-s` as a header) and also carries
+//! `Location: /charge/{session_id}`; an idempotent replay (same status,
 //! same body as the first answer) adds `idempotent-replayed: true`.
 //!
 //! [`handle`] is generic over the body type so tests can call it without a socket.
@@ -22,7 +25,8 @@ use crate::grid::{Booking, Substation};
 use bytes::Bytes;
 use gridlb_protocol::{
     ChargeError, ChargeRequest, ErrorBody, IDEMPOTENCY_HEADER, IdempotencyKey, LOAD_HEADER,
-    LoadReport, MAX_CHARGE_BODY, REQUEST_ID_HEADER, RequestId,
+    LoadReport, MAX_CHARGE_BODY, ORCA_HEADER, REQUEST_ID_HEADER, RequestId,
+    SESSION_REMAINING_HEADER,
 };
 use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
@@ -126,12 +130,13 @@ where
         _ => (method_not_allowed(&method, route), None),
     };
     if matches!(route, Route::Charge | Route::Session(_)) {
-        let header = report
-            .unwrap_or_else(|| state.report())
-            .header()
-            .to_string();
+        let report = report.unwrap_or_else(|| state.report());
+        let header = report.header().to_string();
         let value = HeaderValue::from_str(&header).expect("a header report is plain ASCII");
         answer.headers_mut().insert(LOAD_HEADER, value);
+        let orca = state.orca(&report, Instant::now()).to_string();
+        let value = HeaderValue::from_str(&orca).expect("an ORCA text report is plain ASCII");
+        answer.headers_mut().insert(ORCA_HEADER, value);
     }
     let status = answer.status();
     match request_id {
@@ -202,6 +207,11 @@ where
 
 fn created(accepted: &gridlb_protocol::ChargeAccepted, replay: bool) -> Answer {
     let mut answer = json(StatusCode::CREATED, accepted);
+    if let Some(left) = accepted.remaining_s {
+        let value = HeaderValue::from_str(&format!("{left:.3}"))
+            .expect("a formatted number is plain ASCII");
+        answer.headers_mut().insert(SESSION_REMAINING_HEADER, value);
+    }
     let location = format!("/charge/{}", accepted.session_id);
     if let Ok(location) = HeaderValue::from_str(&location) {
         answer.headers_mut().insert(LOCATION, location);

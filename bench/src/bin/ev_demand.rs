@@ -8,7 +8,7 @@
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use gridlb_bench::demand::{AC_DURATIONS, Bound, DC_DURATIONS, DC_FROM_KW, Demand, Profile};
-use gridlb_bench::run::{self, Options, Target};
+use gridlb_bench::run::{self, Options, Retry, Target};
 use gridlb_bench::stats::{RunInfo, Summary, Tally, events_csv};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -58,6 +58,13 @@ struct Cli {
     /// No progress line on stderr.
     #[arg(long, short)]
     quiet: bool,
+    /// A refused vehicle comes back up to this many times, after the answer's Retry-After
+    /// (while the demand lasts).
+    #[arg(long, default_value_t = 0)]
+    retries: u32,
+    /// With --retries: wait this long instead of the Retry-After.
+    #[arg(long, value_parser = gridlb_bench::parse_duration)]
+    retry_constant: Option<Duration>,
     /// Print the demand model as JSON (charger and duration mixes, mean session energy,
     /// each profile's mean rate) and send nothing.
     #[arg(long)]
@@ -179,6 +186,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         concurrency: cli.concurrency,
         timeout: cli.timeout,
         progress: !cli.quiet,
+        retry: Retry {
+            max: cli.retries,
+            constant: cli.retry_constant,
+        },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

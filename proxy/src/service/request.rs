@@ -15,17 +15,21 @@ use gridlb_protocol::{
 use pingora_error::{ErrorType, Result};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
+use tokio::time::Instant;
 
 /// How long a kept-alive client connection may sit idle between two requests.
 const KEEPALIVE_IDLE_SECS: u64 = 60;
 
 impl GridProxy {
-    /// `Retry-After` for a refusal: what a substation said, else one probe interval (the
-    /// soonest the proxy can learn that power was freed), at least one second.
+    /// `Retry-After` for a refusal: what a substation said, else when known sessions free
+    /// enough room (`crate::retry_after`), else one probe interval; within 1..=3600 s.
     pub(super) fn retry_after(&self, ctx: &RequestCtx) -> u64 {
+        let probe_s = self.table().config().probe.interval.as_secs_f64().ceil() as u64;
+        let expected =
+            crate::retry_after::expected(&self.table().snapshot(), ctx.kw, Instant::now());
         ctx.retry_after
-            .unwrap_or_else(|| self.table().config().probe.interval.as_secs_f64().ceil() as u64)
-            .max(1)
+            .unwrap_or_else(|| crate::retry_after::seconds(expected, probe_s))
+            .clamp(crate::retry_after::MIN_S, crate::retry_after::MAX_S)
     }
 
     pub(super) async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {

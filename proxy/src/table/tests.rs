@@ -245,3 +245,30 @@ async fn an_ejection_backs_off_longer_each_time_and_resets_on_an_accepted_sessio
     }
     assert_eq!(s.eject(base), MAX_EJECTION);
 }
+
+#[tokio::test(start_paused = true)]
+async fn power_of_sessions_ended_since_the_report_is_not_counted() {
+    let s = state();
+    let now = Instant::now();
+    let ends = now + std::time::Duration::from_secs(5);
+    s.sessions
+        .record("s1-a", Power::from_kw(40.0).unwrap(), ends, now);
+    s.offer(report(1, 1, 90.0));
+    assert!(s.try_reserve(20.0, 1.0).is_none());
+    assert_eq!(s.utilization_with(0.0), Some(0.9));
+    assert_eq!(
+        s.room_in(20.0, 1.0, now),
+        Some(std::time::Duration::from_secs(5))
+    );
+    tokio::time::advance(std::time::Duration::from_secs(5)).await;
+    assert_eq!(s.utilization_with(0.0), Some(0.5));
+    assert_eq!(s.score(20.0, 1.0, Instant::now()), Some(0.7));
+    let held = s
+        .try_reserve(20.0, 1.0)
+        .expect("room once the session ended");
+    assert_eq!(s.utilization_with(0.0), Some(0.7));
+    drop(held);
+    // The next report corrects it: counting starts again from there.
+    s.offer(report(1, 2, 60.0));
+    assert_eq!(s.utilization_with(0.0), Some(0.6));
+}

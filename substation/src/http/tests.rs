@@ -83,6 +83,39 @@ async fn an_accepted_charge_is_201_with_the_session_and_the_load_after_booking()
     );
 }
 
+#[tokio::test]
+async fn an_accepted_charge_states_when_it_ends_in_real_seconds() {
+    // 1800 simulated seconds at a time scale of 60: 30 real seconds.
+    let s = Substation::new("s1", 500.0, 60.0);
+    let reply = send(&s, "POST", "/charge", EV).await;
+    let accepted: ChargeAccepted = reply.json();
+    let remaining = accepted.remaining_s.unwrap();
+    assert!((29.0..=30.0).contains(&remaining), "{remaining}");
+    let ends_in = accepted.ends_at.unwrap() - gridlb_protocol::unix_now();
+    assert!((28.0..=30.5).contains(&ends_in), "{ends_in}");
+    let header: f64 = reply
+        .header(gridlb_protocol::SESSION_REMAINING_HEADER)
+        .parse()
+        .unwrap();
+    assert!((header - remaining).abs() < 0.01);
+}
+
+#[tokio::test]
+async fn every_charge_answer_carries_an_orca_report_that_parses_by_the_rule() {
+    let s = Substation::new("s1", 500.0, 1.0);
+    send(&s, "POST", "/charge", EV).await;
+    let reply = send(&s, "POST", "/charge", EV).await;
+    let orca = gridlb_protocol::OrcaLoadReport::parse(reply.header(ORCA_HEADER)).unwrap();
+    assert_eq!(orca.application_utilization, 22.0 / 500.0);
+    assert_eq!(orca.named("load_kw"), Some(22.0));
+    assert_eq!(orca.named("capacity_kw"), Some(500.0));
+    assert_eq!(orca.rps_fractional, 2.0 / RPS_WINDOW_S);
+    let refused = send(&s, "DELETE", "/charge/s1-unknown", "").await;
+    assert!(refused.headers.contains_key(ORCA_HEADER));
+}
+
+const RPS_WINDOW_S: f64 = crate::grid::RPS_WINDOW.as_secs_f64();
+
 #[tokio::test(start_paused = true)]
 async fn a_charge_that_does_not_fit_is_503_with_retry_after() {
     let s = Substation::new("s1", 30.0, 2.0);
