@@ -147,11 +147,13 @@ ensure_pkg_any() {
 }
 
 # start_substation NAME CAPACITY_KW TIME_SCALE: sets SUB_ADDR to the address it listens on.
+# SUBSTATION_ARGS (an array, empty by default) are passed on to the substation.
 # (Not to be called in $(...): the process must stay a child of this shell to be stopped.)
+SUBSTATION_ARGS=()
 start_substation() {
   local name=$1 cap=$2 scale=$3 addr=""
   start_bg "substation-$name" "$BIN/substation" --id "$name" --listen 127.0.0.1:0 \
-    --capacity-kw "$cap" --time-scale "$scale"
+    --capacity-kw "$cap" --time-scale "$scale" "${SUBSTATION_ARGS[@]}"
   for _ in $(seq 100); do
     addr=$(sed -n 's/^substation .* listening on \(.*\)$/\1/p' "$BENCH_WORK/substation-$name.log" | head -1 || true)
     [ -n "$addr" ] && break

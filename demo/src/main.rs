@@ -89,6 +89,7 @@ fn run(args: DemoArgs) -> anyhow::Result<()> {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             capacity_kw,
             time_scale: TIME_SCALE,
+            orca_form: Default::default(),
         };
         substations.push(side.block_on(substation::Server::start(config))?);
     }

@@ -43,7 +43,7 @@ pub use charge::{
 pub use clock::unix_now;
 pub use key::{IdempotencyKey, KeyError, MAX_KEY_LEN};
 pub use name::{MAX_NAME_LEN, NameError, SubstationName, is_valid_substation_name};
-pub use orca::{ORCA_HEADER, OrcaError, OrcaLoadReport};
+pub use orca::{ORCA_HEADER, OrcaError, OrcaLoadReport, TextForm as OrcaTextForm};
 pub use power::{Power, PowerError};
 pub use report::{HeaderReport, LoadReport, ReportError, ReportVersion};
 pub use request_id::{MAX_REQUEST_ID_LEN, REQUEST_ID_HEADER, RequestId, RequestIdError};

@@ -3,12 +3,12 @@
 //! ORCA (Open Request Cost Aggregation, xDS's `xds.data.orca.v3.OrcaLoadReport`) lets a
 //! backend tell a load balancer its load on every answer. Envoy (and gRPC) read it from the
 //! `endpoint-load-metrics` response header in one of three encodings; the text one is
-//! `TEXT key:value, key:value, ...` where a key is a field of `OrcaLoadReport`
-//! (`application_utilization`, `cpu_utilization`, `rps_fractional`, ...) or
-//! `named_metrics.NAME`. The separator is a colon: Envoy's parser
-//! (`source/common/orca/orca_parser.cc`, `tryParseNativeHttpEncoded`) splits each pair at the
-//! first `:` and rejects the whole report otherwise, so `key=value` (as the design's contract
-//! first wrote it) would never reach Envoy's balancer. The parser here reads both. Every substation `/charge` answer carries one beside
+//! `TEXT key=value, key=value, ...` (gridlb's wire contract) where a key is a field of
+//! `OrcaLoadReport` (`application_utilization`, `cpu_utilization`, `rps_fractional`, ...) or
+//! `named_metrics.NAME`. Envoy 1.40's parser (`source/common/orca/orca_parser.cc`,
+//! `tryParseNativeHttpEncoded`) splits each pair at the first `:` instead and rejects the
+//! whole report otherwise; so the colon form ([`TextForm::Colon`]) is there too, for a grid
+//! balanced by Envoy (a substation's `--orca-colon`). The parser here reads both. Every substation `/charge` answer carries one beside
 //! `x-substation-load`, so peers that speak ORCA (Envoy's `client_side_weighted_round_robin`)
 //! can weigh substations by their utilisation.
 //!
@@ -17,6 +17,16 @@
 //! (a receiver must not reject a report for a field it does not know).
 
 use std::fmt;
+
+/// How a text report separates keys from values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TextForm {
+    /// `key=value`: the contract's form, and the default.
+    #[default]
+    Equals,
+    /// `key:value`: the form Envoy 1.40's parser reads.
+    Colon,
+}
 
 /// The header that carries an ORCA load report on an answer.
 pub const ORCA_HEADER: &str = "endpoint-load-metrics";
@@ -105,16 +115,27 @@ impl OrcaLoadReport {
 }
 
 impl fmt::Display for OrcaLoadReport {
+    /// The contract's form, `key=value` ([`OrcaLoadReport::text`] writes either).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "TEXT application_utilization:{}, rps_fractional:{}",
+        f.write_str(&self.text(TextForm::Equals))
+    }
+}
+
+impl OrcaLoadReport {
+    /// The `TEXT` form of the report, with keys and values separated as `form` says.
+    pub fn text(&self, form: TextForm) -> String {
+        let sep = match form {
+            TextForm::Equals => '=',
+            TextForm::Colon => ':',
+        };
+        let mut out = format!(
+            "TEXT application_utilization{sep}{}, rps_fractional{sep}{}",
             self.application_utilization, self.rps_fractional
-        )?;
+        );
         for (name, value) in &self.named_metrics {
-            write!(f, ", named_metrics.{name}:{value}")?;
+            out.push_str(&format!(", named_metrics.{name}{sep}{value}"));
         }
-        Ok(())
+        out
     }
 }
 
@@ -127,9 +148,17 @@ mod tests {
         let r = OrcaLoadReport::substation(125.0, 500.0, 2.5);
         assert_eq!(
             r.to_string(),
+            "TEXT application_utilization=0.25, rps_fractional=2.5, \
+             named_metrics.load_kw=125, named_metrics.capacity_kw=500"
+        );
+        assert_eq!(
+            r.text(TextForm::Colon),
             "TEXT application_utilization:0.25, rps_fractional:2.5, \
              named_metrics.load_kw:125, named_metrics.capacity_kw:500"
         );
+        for form in [TextForm::Equals, TextForm::Colon] {
+            assert_eq!(OrcaLoadReport::parse(&r.text(form)), Ok(r.clone()));
+        }
     }
 
     #[test]

@@ -32,7 +32,7 @@
 
 use crate::sessions::Sessions;
 use arc_swap::ArcSwapOption;
-use gridlb_protocol::{HeaderReport, LoadReport, Power, ReportError, ReportVersion};
+use gridlb_protocol::Power;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
@@ -40,9 +40,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 mod outlier;
+mod report;
 mod snapshot;
 
 pub use outlier::{MAX_EJECTION, SLOW_FACTOR, SLOW_FLOOR};
+pub use report::Report;
 pub use snapshot::{Change, Snapshot, Substation, Table};
 
 /// The slack of the one "fits" rule ([`fits`]): an exact fit (500 of 500 kW) must not be
@@ -83,50 +85,6 @@ impl Source {
         match self {
             Source::Probe => "probe",
             Source::Header => "header",
-        }
-    }
-}
-
-/// The report the table holds for one substation.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Report {
-    pub version: ReportVersion,
-    pub load_kw: f64,
-    pub capacity_kw: f64,
-    /// Known only from probes; the header form does not carry it.
-    pub active_sessions: Option<u64>,
-    pub received_at: Instant,
-}
-
-impl Report {
-    pub fn from_probe(r: &LoadReport, now: Instant) -> Report {
-        Report {
-            version: r.version(),
-            load_kw: r.load_kw,
-            capacity_kw: r.capacity_kw,
-            active_sessions: Some(r.active_sessions),
-            received_at: now,
-        }
-    }
-
-    /// The report in an answer's `x-substation-load` header.
-    pub fn from_header_value(
-        value: &http::HeaderValue,
-        now: Instant,
-    ) -> Result<Report, ReportError> {
-        let text = value
-            .to_str()
-            .map_err(|_| ReportError::Malformed("header is not ASCII".into()))?;
-        Ok(Report::from_header(&HeaderReport::parse(text)?, now))
-    }
-
-    pub fn from_header(r: &HeaderReport, now: Instant) -> Report {
-        Report {
-            version: r.version(),
-            load_kw: r.load_kw,
-            capacity_kw: r.capacity_kw,
-            active_sessions: None,
-            received_at: now,
         }
     }
 }

@@ -124,6 +124,7 @@ async fn killed_substation_fails_no_request_that_never_reached_it_and_returns_wi
         listen: addr1,
         capacity_kw: 100_000.0,
         time_scale: 1.0,
+        orca_form: Default::default(),
     })
     .await
     .expect("the same port binds again");

@@ -32,6 +32,9 @@ pub struct Config {
     /// Simulated seconds per real second (finite, > 0; default 1). A session of `duration_s`
     /// holds its power for `duration_s / time_scale` real seconds.
     pub time_scale: f64,
+    /// The form of the ORCA header's text: the contract's `key=value` (default), or
+    /// `key:value` for a grid balanced by Envoy, whose parser reads only that.
+    pub orca_form: gridlb_protocol::OrcaTextForm,
 }
 
 /// Why a configuration was refused.
@@ -81,6 +84,10 @@ pub struct Cli {
     /// real second.
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub time_scale: Option<f64>,
+    /// Write the ORCA header (`endpoint-load-metrics`) as `key:value`, the text form Envoy's
+    /// parser reads, instead of the contract's `key=value`.
+    #[arg(long)]
+    pub orca_colon: bool,
     /// YAML file with the keys id, listen, capacity_kw, time_scale; flags override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -117,6 +124,11 @@ impl Cli {
             listen: parse_listen(&listen)?,
             capacity_kw,
             time_scale: self.time_scale.or(file.time_scale).unwrap_or(1.0),
+            orca_form: if self.orca_colon {
+                gridlb_protocol::OrcaTextForm::Colon
+            } else {
+                gridlb_protocol::OrcaTextForm::Equals
+            },
         };
         config.validate()?;
         Ok(config)

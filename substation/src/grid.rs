@@ -49,6 +49,8 @@ pub struct Substation {
     metrics: Metrics,
     /// Wakes the reaper when a booking ends sooner than every other session.
     wake_reaper: Notify,
+    /// How the ORCA header's text is written (see `Config::orca_form`).
+    orca_colon: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -142,6 +144,7 @@ impl Substation {
             ledger: Mutex::new(Ledger::default()),
             metrics: Metrics::new(capacity_kw, epoch),
             wake_reaper: Notify::new(),
+            orca_colon: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -245,6 +248,23 @@ impl Substation {
 
     /// The ORCA form of the current load: utilisation, and sessions accepted per second over
     /// the last [`RPS_WINDOW`].
+    /// Write the ORCA header as `key:value` (Envoy's form) instead of `key=value`.
+    pub fn set_orca_form(&self, form: gridlb_protocol::OrcaTextForm) {
+        let colon = form == gridlb_protocol::OrcaTextForm::Colon;
+        self.orca_colon
+            .store(colon, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The ORCA header's text for `report`, in this substation's form.
+    pub fn orca_text(&self, report: &LoadReport, now: Instant) -> String {
+        let form = if self.orca_colon.load(std::sync::atomic::Ordering::Relaxed) {
+            gridlb_protocol::OrcaTextForm::Colon
+        } else {
+            gridlb_protocol::OrcaTextForm::Equals
+        };
+        self.orca(report, now).text(form)
+    }
+
     pub fn orca(&self, report: &LoadReport, now: Instant) -> OrcaLoadReport {
         let mut ledger = self.lock();
         while ledger

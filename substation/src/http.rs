@@ -134,7 +134,7 @@ where
         let header = report.header().to_string();
         let value = HeaderValue::from_str(&header).expect("a header report is plain ASCII");
         answer.headers_mut().insert(LOAD_HEADER, value);
-        let orca = state.orca(&report, Instant::now()).to_string();
+        let orca = state.orca_text(&report, Instant::now());
         let value = HeaderValue::from_str(&orca).expect("an ORCA text report is plain ASCII");
         answer.headers_mut().insert(ORCA_HEADER, value);
     }

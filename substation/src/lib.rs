@@ -17,6 +17,7 @@
 //!     listen: "127.0.0.1:0".parse().expect("a literal address"),
 //!     capacity_kw: 500.0,
 //!     time_scale: 60.0,
+//!     orca_form: Default::default(),
 //! };
 //! let server = substation::Server::start(config).await?;
 //! println!("{} on {}: {:?}", server.state.id(), server.addr, server.state.report());

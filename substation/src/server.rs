@@ -47,6 +47,7 @@ impl Server {
         let listener = TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
         let state = Substation::new(&config.id, config.capacity_kw, config.time_scale);
+        state.set_orca_form(config.orca_form);
         let (stop, stopped) = watch::channel(false);
         let accept = tokio::spawn(accept_loop(listener, Arc::clone(&state), stopped));
         let reaper = tokio::spawn(Arc::clone(&state).expire_sessions());

@@ -18,6 +18,7 @@ fn config(id: &str, capacity_kw: f64) -> Config {
         listen: "127.0.0.1:0".parse().expect("a literal address"),
         capacity_kw,
         time_scale: 1.0,
+        orca_form: Default::default(),
     }
 }
 

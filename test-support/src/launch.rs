@@ -32,6 +32,7 @@ pub async fn substation(name: &str, capacity_kw: f64, time_scale: f64) -> substa
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         capacity_kw,
         time_scale,
+        orca_form: Default::default(),
     })
     .await
     .expect("substation starts on a free port")

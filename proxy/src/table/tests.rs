@@ -1,4 +1,5 @@
 use super::*;
+use gridlb_protocol::ReportVersion;
 use proptest::prelude::*;
 
 fn state() -> Arc<SubstationState> {
