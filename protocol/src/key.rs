@@ -29,13 +29,11 @@ pub enum KeyError {
 
 impl IdempotencyKey {
     pub fn parse(key: &str) -> Result<IdempotencyKey, KeyError> {
-        if !(1..=MAX_KEY_LEN).contains(&key.len()) {
-            return Err(KeyError::Length(key.len()));
+        match crate::token::visible_ascii(key.as_bytes(), MAX_KEY_LEN) {
+            Err(crate::token::Fault::Length(n)) => Err(KeyError::Length(n)),
+            Err(crate::token::Fault::Character(at)) => Err(KeyError::Character { at }),
+            Ok(()) => Ok(IdempotencyKey(key.to_string())),
         }
-        if let Some(at) = key.bytes().position(|b| !b.is_ascii_graphic()) {
-            return Err(KeyError::Character { at });
-        }
-        Ok(IdempotencyKey(key.to_string()))
     }
 
     /// A fresh key (`gridlb-` and 128 random bits in hex), for a booking whose client sent

@@ -35,6 +35,7 @@ mod report;
 mod request_id;
 pub mod rng;
 mod session;
+mod token;
 
 pub use charge::{
     CHARGER_MIX, ChargeAccepted, ChargeError, ChargeRequest, ErrorBody, MAX_DURATION_S,

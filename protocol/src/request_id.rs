@@ -34,11 +34,12 @@ pub enum RequestIdError {
 impl RequestId {
     /// A client's id, if it follows the rule.
     pub fn parse(id: &[u8]) -> Result<RequestId, RequestIdError> {
-        if !(1..=MAX_REQUEST_ID_LEN).contains(&id.len()) {
-            return Err(RequestIdError::Length(id.len()));
-        }
-        if let Some(at) = id.iter().position(|b| !b.is_ascii_graphic()) {
-            return Err(RequestIdError::Character { at });
+        match crate::token::visible_ascii(id, MAX_REQUEST_ID_LEN) {
+            Err(crate::token::Fault::Length(n)) => return Err(RequestIdError::Length(n)),
+            Err(crate::token::Fault::Character(at)) => {
+                return Err(RequestIdError::Character { at });
+            }
+            Ok(()) => {}
         }
         let id = std::str::from_utf8(id).expect("visible ASCII is UTF-8");
         Ok(RequestId(id.to_string()))
