@@ -143,6 +143,7 @@ ensure_venv() {
 }
 
 ensure_pkg_any() {
+  if [ -z "${apt_updated:-}" ]; then as_root apt-get update -qq >&2; apt_updated=1; fi
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >&2
 }
 
