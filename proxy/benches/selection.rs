@@ -62,7 +62,9 @@ fn grid(n: usize, algorithm: Algorithm) -> (tokio::runtime::Runtime, Arc<Admissi
         .map(|i| format!("  - {{ name: s{i}, address: \"{}\" }}\n", addr(i)))
         .collect();
     let config = Config::parse(&format!(
-        "listen: 127.0.0.1:1\nsubstations:\n{lines}selection: {{ algorithm: {} }}\n",
+        // Reports stay young for the whole run (the default is three probe intervals): the
+        // benchmark measures choosing among reported substations, not among aged-out ones.
+        "listen: 127.0.0.1:1\nsubstations:\n{lines}probe: {{ max_report_age_ms: 600000 }}\nselection: {{ algorithm: {} }}\n",
         algorithm.as_str()
     ))
     .expect("generated config is valid");

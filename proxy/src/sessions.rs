@@ -91,8 +91,11 @@ impl Sessions {
 
     /// A newer report, received at `received_at`, is now held: count ended power from there.
     pub fn mark_report(&self, received_at: Instant) {
-        let mut t = self.lock();
-        self.advance(&mut t, received_at);
+        // No lock unless a known session may have ended by then (most reports).
+        if self.may_have_ended(received_at) {
+            let mut t = self.lock();
+            self.advance(&mut t, received_at);
+        }
         self.base_w.store(self.ended_w.load(Relaxed), Relaxed);
     }
 

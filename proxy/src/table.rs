@@ -198,7 +198,7 @@ impl SubstationState {
             return None;
         }
         Some(Known {
-            load_kw: self.load_now_kw(report),
+            load_kw: self.load_now_kw(report, now),
             capacity_kw: self.usable_capacity_kw(report.capacity_kw),
         })
     }
@@ -238,8 +238,8 @@ impl SubstationState {
 
     /// The held report's load less the power of known sessions that have ended since it was
     /// received, never below zero.
-    fn load_now_kw(&self, report: &Report) -> f64 {
-        let ended = self.sessions.ended_since_report(Instant::now());
+    fn load_now_kw(&self, report: &Report, now: Instant) -> f64 {
+        let ended = self.sessions.ended_since_report(now);
         (report.load_kw - ended.as_kw()).max(0.0)
     }
 
@@ -260,7 +260,7 @@ impl SubstationState {
         let guard = self.report.load();
         let report = guard.as_ref()?;
         let capacity = self.usable_capacity_kw(report.capacity_kw);
-        let load_kw = self.load_now_kw(report);
+        let load_kw = self.load_now_kw(report, Instant::now());
         Some((load_kw + self.in_flight_kw() + extra_kw) / capacity)
     }
 
