@@ -294,10 +294,16 @@ def selection_note(micro, profile=None):
             + grow(sel) + (f" (about {per:.0f} ns per additional substation)" if per else "")
             + "; `GridSelection::choose` alone " + grow(ch) + ". "
             "The cost is linear in the number of substations because least-load scores every one on every "
-            "request: per substation two atomic flags (health, drain), an `ArcSwap` load of its report (a "
-            "hazard slot taken and given back), an atomic read of its in-flight power, a division and a push "
-            "into a new `Vec`, then a pass for the minimum; each `SubstationState` and each `Report` is its "
-            "own heap allocation, so the pass also chases two pointers per substation.")
+            "request: per substation the atomic flags (health, drain, ejection), an `ArcSwap` load of its "
+            "report (a hazard slot taken and given back) and its age against `probe.max_report_age_ms`, "
+            "the configured capacity cap, the power of known sessions ended since the report, an atomic "
+            "read of its in-flight power, a division and a push into a new `Vec`, then a pass for the "
+            "minimum; each `SubstationState` and each `Report` is its own heap allocation, so the pass also "
+            "chases two pointers per substation. The hardening and session-end checks (report age, "
+            "ejection, ended sessions) made each substation's score several times dearer than in the "
+            "2026-11-24 run (least-load `choose` 11.8 µs then at 1024 substations; the first run after "
+            "them, which also read the clock per substation, 119 µs); p2c, which scores two, is unaffected "
+            "in kind.")
     if profile:
         top = top_symbols(profile, 4, None)
         if top:
