@@ -12,26 +12,10 @@
 //! when its answer arrives because that answer carries a report that already includes it
 //! (see `table.rs`). Every substation sent to is remembered, so a retry never goes to the same
 //! one twice.
-//!
-//! A substation's capacity refusal surfaces as the typed error [`REFUSED`], which the retry
-//! decision matches on; [`EXHAUSTED`] says every candidate with room was tried.
 
 use crate::table::{Reservation, SubstationState};
-use pingora_error::{Error, ErrorType};
 use std::net::SocketAddr;
 use std::sync::Arc;
-
-/// A substation answered `503`: no room for this session (its own view is the authority).
-/// Retried on the next candidate when one has room.
-pub const REFUSED: ErrorType = ErrorType::CustomCode("substation refused the session", 503);
-
-/// No candidate with room was left to try.
-pub const EXHAUSTED: ErrorType = ErrorType::CustomCode("every substation with room was tried", 503);
-
-/// Whether an error is a refusal for lack of capacity (by a substation or for want of one).
-pub fn is_capacity_refusal(e: &Error) -> bool {
-    matches!(e.etype(), t if *t == REFUSED || *t == EXHAUSTED)
-}
 
 #[derive(Debug, Default)]
 enum State {
@@ -144,15 +128,5 @@ mod tests {
         assert_eq!(attempts.target().expect("sent").name, "b");
         drop(attempts);
         assert_eq!(b.in_flight_kw(), 0.0, "dropping the attempts releases too");
-    }
-
-    #[test]
-    fn refusals_are_told_apart_from_other_errors() {
-        assert!(is_capacity_refusal(&Error::new(REFUSED)));
-        assert!(is_capacity_refusal(&Error::new(EXHAUSTED)));
-        assert!(!is_capacity_refusal(&Error::new(ErrorType::HTTPStatus(
-            503
-        ))));
-        assert!(!is_capacity_refusal(&Error::new(ErrorType::ConnectRefused)));
     }
 }

@@ -1,7 +1,7 @@
 //! The load probe: a Pingora `HealthCheck` that reads each substation's load report.
 //!
 //! Pingora's built-in checks never read a response body, so [`LoadProbe`] does the request
-//! itself with Pingora's HTTP connector: `GET {probe.path}`, the whole exchange bounded by
+//! itself on gridlb's own keep-alive pool (`crate::call`): `GET {probe.path}`, the whole exchange bounded by
 //! `probe.timeout`, the body bounded by [`MAX_REPORT_BODY`]. A probe passes only when the
 //! answer is `200` with a valid report for the substation asked; the report is offered to
 //! the load table (where only a newer `(epoch, seq)` wins). A failed or invalid probe counts
@@ -29,7 +29,7 @@ enum ProbeError {
     #[error("timed out after {0:?}")]
     Timeout(Duration),
     #[error("request failed: {0}")]
-    Transport(Box<Error>),
+    Transport(CallError),
     #[error("answered status {0}")]
     Status(u16),
     #[error("invalid report: {0}")]
@@ -73,6 +73,7 @@ impl LoadProbe {
             path,
             headers: &[],
             body: b"",
+            connect_timeout: timeout,
             timeout,
             max_body: MAX_REPORT_BODY,
         };
@@ -81,10 +82,11 @@ impl LoadProbe {
             .call(state.addr, &request)
             .await
             .map_err(|e| match e {
-                CallError::Transport(e) => ProbeError::Transport(e),
                 CallError::TooLarge { limit } => {
                     ProbeError::Invalid(ReportError::TooLarge { limit })
                 }
+                CallError::Timeout(after) => ProbeError::Timeout(after),
+                e => ProbeError::Transport(e),
             })?;
         if answer.status != 200 {
             return Err(ProbeError::Status(answer.status));

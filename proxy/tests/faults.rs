@@ -205,7 +205,7 @@ async fn stalling_substation(name: &'static str, slow: Arc<AtomicBool>) -> Doubl
         } else {
             Reply::new(
                 201,
-                format!(r#"{{"session_id":"{name}-1-1","substation":"{name}","power_kw":1,"load_kw":1,"capacity_kw":1000000}}"#),
+                format!(r#"{{"session_id":"{name}-0123456789abcdef0123456789abcdef","substation":"{name}","power_kw":1,"load_kw":1,"capacity_kw":1000000}}"#),
             )
             .header("x-substation-load", report_header(1, 1, 0.0, 1_000_000.0))
         };
@@ -523,7 +523,7 @@ async fn hostile_header_reports_are_rejected_and_never_replace_the_probed_one() 
         };
         Reply::new(
             201,
-            r#"{"session_id":"h-1-1","substation":"h","power_kw":1,"load_kw":10,"capacity_kw":1000}"#,
+            r#"{"session_id":"h-0123456789abcdef0123456789abcdef","substation":"h","power_kw":1,"load_kw":10,"capacity_kw":1000}"#,
         )
         .header("x-substation-load", value)
     })
@@ -601,7 +601,7 @@ async fn delayed_and_reordered_reports_never_move_the_view_backwards() {
         } else {
             Reply::new(
                 201,
-                r#"{"session_id":"r-1-1","substation":"r","power_kw":1,"load_kw":1,"capacity_kw":1000000}"#,
+                r#"{"session_id":"r-0123456789abcdef0123456789abcdef","substation":"r","power_kw":1,"load_kw":1,"capacity_kw":1000000}"#,
             )
             .header("x-substation-load", report_header(epoch, seq, load, 1e6))
         }

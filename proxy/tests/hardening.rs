@@ -1,8 +1,8 @@
 //! What a hostile client or a lying substation can no longer do (docs/reliability.md, "Attacks
 //! and what gridlb does"): walk session ids, claim a capacity the operator did not give it,
 //! forge where a request comes from, smuggle a power the body contradicts, keep an HTTP/1.0
-//! connection open, reuse another request's key, learn internal addresses from an error, or
-//! drop the admin token by a reload.
+//! connection open, reuse another request's key, learn internal addresses from an error,
+//! drop the admin token by a reload, or hand a client another substation's session id.
 
 mod common;
 
@@ -299,6 +299,57 @@ async fn a_booking_whose_answer_is_lost_is_cancelled_not_orphaned() {
     assert_eq!(
         gridlb_test_support::prom::metric(&page, "gridlb_orphans_total{result=\"cancelled\"}"),
         1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_booking_answered_with_another_substation_s_session_id_is_a_502_and_cancelled() {
+    // "d" books, and answers with an id of substation "victim" (or one naming it in Location).
+    const FOREIGN: &str = "victim-0123456789abcdef0123456789abcdef";
+    const OWN: &str = "d-0123456789abcdef0123456789abcdef";
+    let d = Double::start(|req| {
+        if req.path() == "/load" {
+            return Reply::new(200, report_json("d", 1, 1, 0.0, 1e6));
+        }
+        if req.method == "DELETE" {
+            return Reply::new(200, r#"{"freed_kw":1,"load_kw":0}"#);
+        }
+        let (id, location) = match req.header("x-case") {
+            Some("location") => (OWN, format!("/charge/{FOREIGN}")),
+            _ => (FOREIGN, format!("/charge/{FOREIGN}")),
+        };
+        Reply::new(
+            201,
+            format!(
+                r#"{{"session_id":"{id}","substation":"d","power_kw":1,"load_kw":1,"capacity_kw":1000000}}"#
+            ),
+        )
+        .header("location", location)
+        .header("x-substation-load", report_header(1, 2, 1.0, 1e6))
+    })
+    .await;
+    let proxy = Proxy::start(&[("d", d.addr)], probes()).await;
+    for case in ["body", "location"] {
+        let raw = raw_charge("/charge", "gridlb", &[&format!("x-case: {case}")], BODY);
+        let a = raw_request(proxy.listen, &raw, Duration::from_secs(5))
+            .await
+            .expect("an answer");
+        assert_eq!(a.status, 502, "{case}: {}", a.text());
+        assert!(
+            !a.text().contains(FOREIGN),
+            "{case}: the id is not passed on"
+        );
+    }
+    // Each booking is cancelled at the substation that made it, under the id it gave.
+    let cancelled = gridlb_test_support::wait::wait_until(Duration::from_secs(10), || async {
+        let deletes = d.requests_to(&format!("/charge/{FOREIGN}")).len()
+            + d.requests_to(&format!("/charge/{OWN}")).len();
+        deletes >= 2
+    })
+    .await;
+    assert!(
+        cancelled.is_some(),
+        "the misnamed bookings were not cancelled"
     );
 }
 

@@ -268,8 +268,11 @@ async fn an_unwritable_access_log_stops_the_start_naming_the_key() {
 async fn recording_substation() -> Double {
     Double::start(|seen| match seen.path() {
         "/load" => Reply::new(200, report_json("s1", 1, 1, 0.0, 500.0)),
-        _ => Reply::new(201, r#"{"session_id":"s1-x"}"#)
-            .header("x-substation-load", report_header(1, 2, 0.0, 500.0)),
+        _ => Reply::new(
+            201,
+            r#"{"session_id":"s1-0123456789abcdef0123456789abcdef"}"#,
+        )
+        .header("x-substation-load", report_header(1, 2, 0.0, 500.0)),
     })
     .await
 }

@@ -230,7 +230,7 @@ async fn late_report_with_a_lower_seq_changes_nothing() {
                         body.len()
                     )
                 } else {
-                    let body = r#"{"session_id":"f-1-1","substation":"f","power_kw":1,"load_kw":90,"capacity_kw":100}"#;
+                    let body = r#"{"session_id":"f-0123456789abcdef0123456789abcdef","substation":"f","power_kw":1,"load_kw":90,"capacity_kw":100}"#;
                     format!(
                         "HTTP/1.1 201 Created\r\nx-substation-load: epoch=1;seq=5;load_kw=90.0;capacity_kw=100.0\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                         body.len()

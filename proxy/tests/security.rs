@@ -37,7 +37,7 @@ async fn recorder(name: &'static str, delay: Duration) -> Double {
         }
         Reply::new(
             201,
-            format!(r#"{{"session_id":"{name}-1-1","substation":"{name}","power_kw":1,"load_kw":0,"capacity_kw":1000000}}"#),
+            format!(r#"{{"session_id":"{name}-0123456789abcdef0123456789abcdef","substation":"{name}","power_kw":1,"load_kw":0,"capacity_kw":1000000}}"#),
         )
         .header("x-substation-load", report_header(1, 1, 0.0, 1e6))
         .after(delay)

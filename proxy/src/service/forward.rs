@@ -7,11 +7,11 @@
 //! make a substation believe it comes from elsewhere.
 
 use crate::config::Cidr;
-use pingora_error::Result;
 use pingora_http::RequestHeader;
 use std::net::IpAddr;
 
-/// Headers that describe one hop and must not be forwarded.
+/// Headers that describe one hop and must not be forwarded (`expect` too: gridlb sends the
+/// whole body at once, and the framing headers are written for the hop by `crate::call`).
 const HOP_BY_HOP: &[&str] = &[
     "connection",
     "keep-alive",
@@ -21,48 +21,50 @@ const HOP_BY_HOP: &[&str] = &[
     "te",
     "trailer",
     "upgrade",
+    "expect",
+    "content-length",
+    "transfer-encoding",
 ];
 
-const FORWARDED_FOR: &str = "x-forwarded-for";
+pub(super) const FORWARDED_FOR: &str = "x-forwarded-for";
 
-/// Prepare `upstream` (the request as it will be sent) for a client at `peer`.
-pub(super) fn prepare(
-    upstream: &mut RequestHeader,
+/// The headers of `client` (the request as the client sent it) that go on to the substation,
+/// and the `X-Forwarded-For` to add for a client at `peer` (`None`: none is sent).
+pub(super) fn headers<'a>(
+    client: &'a RequestHeader,
     peer: Option<IpAddr>,
     trusted: &[Cidr],
-) -> Result<()> {
-    let listed: Vec<String> = upstream
+) -> (Vec<(&'a str, &'a [u8])>, Option<String>) {
+    let named = |name: &str| {
+        client
+            .headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(name))
+    };
+    let kept = client
         .headers
-        .get_all(http::header::CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|t| t.trim().to_ascii_lowercase()))
+        .map(|(name, value)| (name.as_str(), value.as_bytes()))
+        .filter(|(name, _)| !HOP_BY_HOP.contains(name) && *name != FORWARDED_FOR && !named(name))
         .collect();
-    for name in HOP_BY_HOP
-        .iter()
-        .copied()
-        .chain(listed.iter().map(String::as_str))
-    {
-        upstream.remove_header(name);
-    }
     let Some(ip) = peer else {
-        upstream.remove_header(FORWARDED_FOR);
-        return Ok(());
+        return (kept, None);
     };
     let believed = trusted.iter().any(|net| net.contains(ip));
-    let prior: Vec<String> = upstream
+    let prior: Vec<&str> = client
         .headers
         .get_all(FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .map(str::to_string)
         .collect();
     let forwarded = match prior.join(", ") {
         p if believed && !p.is_empty() => format!("{p}, {ip}"),
         _ => ip.to_string(),
     };
-    upstream.insert_header(FORWARDED_FOR, forwarded)?;
-    Ok(())
+    (kept, Some(forwarded))
 }
 
 #[cfg(test)]
@@ -77,34 +79,40 @@ mod tests {
         r
     }
 
-    fn xff(r: &RequestHeader) -> Option<&str> {
-        r.headers.get(FORWARDED_FOR).and_then(|v| v.to_str().ok())
+    fn sent(r: &RequestHeader, peer: &str, trusted: &[Cidr]) -> (Vec<String>, Option<String>) {
+        let (kept, xff) = headers(r, Some(peer.parse().unwrap()), trusted);
+        (kept.iter().map(|(n, _)| n.to_string()).collect(), xff)
     }
 
     #[test]
     fn a_client_cannot_forge_where_it_comes_from() {
-        let mut r = request(&[
+        let r = request(&[
             ("x-forwarded-for", "10.9.9.9"),
             ("connection", "close, x-secret"),
             ("x-secret", "1"),
+            ("x-kept", "1"),
+            ("content-length", "2"),
         ]);
-        prepare(&mut r, Some("192.0.2.7".parse().unwrap()), &[]).unwrap();
-        assert_eq!(xff(&r), Some("192.0.2.7"));
-        assert!(
-            r.headers.get("x-secret").is_none(),
-            "named by Connection: hop-by-hop"
+        let (kept, xff) = sent(&r, "192.0.2.7", &[]);
+        assert_eq!(xff.as_deref(), Some("192.0.2.7"));
+        assert_eq!(
+            kept,
+            ["x-kept"],
+            "hop-by-hop and named by Connection: not sent"
         );
-        assert!(r.headers.get("connection").is_none());
     }
 
     #[test]
     fn a_trusted_proxy_s_forwarded_for_is_kept_and_extended() {
         let trusted = ["127.0.0.0/8".parse::<Cidr>().unwrap()];
-        let mut r = request(&[("x-forwarded-for", "198.51.100.1")]);
-        prepare(&mut r, Some("127.0.0.1".parse().unwrap()), &trusted).unwrap();
-        assert_eq!(xff(&r), Some("198.51.100.1, 127.0.0.1"));
-        let mut r = request(&[("x-forwarded-for", "198.51.100.1")]);
-        prepare(&mut r, Some("192.0.2.7".parse().unwrap()), &trusted).unwrap();
-        assert_eq!(xff(&r), Some("192.0.2.7"), "not from the trusted range");
+        let r = request(&[("x-forwarded-for", "198.51.100.1")]);
+        let (_, xff) = sent(&r, "127.0.0.1", &trusted);
+        assert_eq!(xff.as_deref(), Some("198.51.100.1, 127.0.0.1"));
+        let (_, xff) = sent(&r, "192.0.2.7", &trusted);
+        assert_eq!(
+            xff.as_deref(),
+            Some("192.0.2.7"),
+            "not from the trusted range"
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! The HTTP side of a request before anything is sent upstream.
 //!
 //! The limits (requests in progress, header size, the client's time to send its body), the
-//! body (read whole, at most 16 KiB, kept by Pingora for retries), the requested power and the
+//! body (read whole, at most 16 KiB, sent with every attempt), the requested power and the
 //! Idempotency-Key; then `crate::admission` chooses the first substation and reserves its
 //! power. When nothing has room the proxy answers `503` itself. Also the routing of
 //! `DELETE /charge/{id}` and the JSON answers the proxy writes on its own.
@@ -42,7 +42,6 @@ impl GridProxy {
         if declared.is_some_and(|n| n > MAX_CHARGE_BODY) {
             return too_large(session).await;
         }
-        session.as_mut().enable_retry_buffering();
         let mut body = BytesMut::new();
         // The whole body within the limit, not each read: a client that trickles a byte at a
         // time must not hold the request for ever.

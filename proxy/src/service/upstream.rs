@@ -1,34 +1,37 @@
-//! The substation side of a request: the Pingora peer it is sent to, the load report its
-//! answer carries, and the settling of a booking whose answer was lost.
+//! The substation side of a request: the load report its answer carries, what its latency
+//! and refusals say about it (`crate::table::outlier`), the settling of a booking whose answer
+//! was lost, and the answers the proxy writes when an exchange fails.
 
-use super::{GridProxy, RequestCtx, Route, respond_json};
-use crate::attempt::is_capacity_refusal;
+use super::{GridProxy, RequestCtx, respond_json};
+use crate::call::CallError;
 use crate::orphan::Orphan;
 use crate::table::{Report, Snapshot, Source, SubstationState};
 use gridlb_protocol::{ErrorBody, LOAD_HEADER};
-use pingora_core::upstreams::peer::HttpPeer;
-use pingora_error::{Error, ErrorSource, ErrorType};
-use pingora_http::ResponseHeader;
+use pingora_error::Result;
 use pingora_proxy::Session;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-impl GridProxy {
-    pub(super) fn peer(&self, addr: SocketAddr) -> Box<HttpPeer> {
-        let upstream = &self.table().config().upstream;
-        let mut peer = HttpPeer::new(addr, false, String::new());
-        peer.options.connection_timeout = Some(upstream.connect_timeout);
-        peer.options.read_timeout = Some(upstream.read_timeout);
-        peer.options.write_timeout = Some(upstream.read_timeout);
-        peer.options.idle_timeout = Some(Duration::from_secs(60));
-        Box::new(peer)
-    }
+/// Why a request got no answer from a substation.
+#[derive(Debug)]
+pub(super) enum Failure {
+    /// No candidate with room was left to try: `503` with `Retry-After`.
+    Exhausted,
+    /// The exchange with the substation failed: `502`.
+    Substation(CallError),
+    /// The substation answered a booking with a session id that is not its own: `502`.
+    Misnamed,
+}
 
+impl GridProxy {
     /// Feed the load header of an answer to the table; the report, if it was valid.
-    pub(super) fn learn(&self, state: &SubstationState, header: &ResponseHeader) -> Option<Report> {
-        let value = header.headers.get(LOAD_HEADER)?;
+    pub(super) fn learn(
+        &self,
+        state: &SubstationState,
+        headers: &http::HeaderMap,
+    ) -> Option<Report> {
+        let value = headers.get(LOAD_HEADER)?;
         let report = Report::from_header_value(value, Instant::now());
         let valid = report.as_ref().ok().cloned();
         self.table().ingest(state, report, Source::Header);
@@ -68,82 +71,87 @@ impl GridProxy {
             state.name
         );
     }
-    /// A booking that reached a substation and whose answer was lost (not a refusal, not a
-    /// connection that never opened) may be booked there: settle it (see `crate::orphan`).
-    pub(super) fn settle_if_orphaned(&self, e: &Error, ctx: &RequestCtx) {
-        let sent = ctx.route == Route::Charge
-            && *e.esource() == ErrorSource::Upstream
-            && !is_capacity_refusal(e)
-            && !matches!(
-                e.etype(),
-                ErrorType::ConnectTimedout | ErrorType::ConnectRefused | ErrorType::ConnectNoRoute
+    /// A booking sent to `substation` whose answer was lost may be booked there: settle it
+    /// (see `crate::orphan`).
+    pub(super) fn settle_orphan(&self, ctx: &RequestCtx, substation: &Arc<SubstationState>) {
+        if let Some(orphan) = self.orphan(ctx, substation) {
+            let config = self.table().config();
+            self.orphans.settle(
+                orphan,
+                config.upstream.read_timeout * 2,
+                Arc::clone(self.table().metrics()),
             );
-        let (Some(substation), Some(key)) = (ctx.attempts.target(), &ctx.upstream_key) else {
-            return;
-        };
-        if !sent {
-            return;
         }
-        let orphan = Orphan {
-            substation: Arc::clone(substation),
-            key: key.clone(),
-            body: ctx.body.clone(),
-        };
-        let config = self.table().config();
-        self.orphans.settle(
-            orphan,
-            config.upstream.read_timeout * 2,
-            Arc::clone(self.table().metrics()),
-        );
     }
-}
 
-impl GridProxy {
-    /// Answer a request whose proxying failed: `503` with `Retry-After` when no substation
-    /// could take it, `502` when a substation failed, nothing when the client went away.
-    /// Returns the status written (0: none).
-    pub(super) async fn answer_failure(
+    /// Cancel the session `id` that `substation` booked under a name not its own.
+    pub(super) fn cancel_misnamed(
+        &self,
+        ctx: &RequestCtx,
+        substation: &Arc<SubstationState>,
+        id: String,
+    ) {
+        if let Some(orphan) = self.orphan(ctx, substation) {
+            let config = self.table().config();
+            self.orphans.cancel(
+                orphan,
+                id,
+                config.upstream.read_timeout * 2,
+                Arc::clone(self.table().metrics()),
+            );
+        }
+    }
+
+    fn orphan(&self, ctx: &RequestCtx, substation: &Arc<SubstationState>) -> Option<Orphan> {
+        Some(Orphan {
+            substation: Arc::clone(substation),
+            key: ctx.upstream_key.clone()?,
+            body: ctx.body.clone(),
+        })
+    }
+
+    /// Answer a request that got no answer from a substation: `503` with `Retry-After` when
+    /// none could take it, `502` when one failed. The client is told what failed, not where:
+    /// no internal address leaves gridlb (the log has the whole error).
+    pub(super) async fn fail(
         &self,
         session: &mut Session,
-        e: &Error,
         ctx: &mut RequestCtx,
-    ) -> u16 {
-        let (code, headers) = match e.etype() {
-            _ if is_capacity_refusal(e) => (
-                503,
-                vec![("retry-after", self.retry_after(ctx).to_string())],
-            ),
-            ErrorType::HTTPStatus(code) => (*code, vec![]),
-            _ if *e.esource() == ErrorSource::Downstream => (0, vec![]),
-            _ if *e.esource() == ErrorSource::Upstream => (502, vec![]),
-            _ => (500, vec![]),
-        };
-        if is_capacity_refusal(e) {
-            self.table().metrics().admission_refused("all_refused");
-        }
-        self.settle_if_orphaned(e, ctx);
-        // Pingora closes the client's connection after an error past peer selection: say so.
-        session.set_keepalive(None);
-        if code > 0 {
-            // The log has the whole error; the client is told what failed, not where: no
-            // internal address leaves gridlb.
-            let substation = ctx.attempts.target().map_or("none", |s| s.name.as_str());
-            let message = match code {
-                503 => format!("no substation could take {} kW", ctx.kw),
-                _ => format!("substation {substation} failed: {}", e.etype().as_str()),
-            };
-            if let Err(write) = respond_json(
-                session,
-                code,
-                &headers,
-                ErrorBody::new(message, None).to_json(),
-            )
-            .await
-            {
-                log::debug!("cannot write the error answer: {write}");
+        failure: Failure,
+    ) -> Result<bool> {
+        let substation = ctx.attempts.target().map_or("none", |s| s.name.as_str());
+        let (code, headers, message) = match &failure {
+            Failure::Exhausted => {
+                self.table().metrics().admission_refused("all_refused");
+                let retry_after = vec![("retry-after", self.retry_after(ctx).to_string())];
+                (
+                    503,
+                    retry_after,
+                    format!("no substation could take {} kW", ctx.kw),
+                )
             }
-        }
-        code
+            Failure::Substation(e) => {
+                log::warn!("substation {substation}: {e}");
+                (
+                    502,
+                    vec![],
+                    format!("substation {substation} failed: {}", e.kind()),
+                )
+            }
+            Failure::Misnamed => (
+                502,
+                vec![],
+                format!("substation {substation} answered with a session id that is not its own"),
+            ),
+        };
+        respond_json(
+            session,
+            code,
+            &headers,
+            ErrorBody::new(message, None).to_json(),
+        )
+        .await?;
+        Ok(true)
     }
 }
 
