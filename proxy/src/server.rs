@@ -92,6 +92,10 @@ pub fn build(
                 .map(|n| n.get())
                 .unwrap_or(2)
         }),
+        // One runtime per thread, each connection on one of them (chosen at random): no task
+        // migrates between threads, which costs more than the balance it buys for requests
+        // this short (bench/RESULTS.md).
+        work_stealing: false,
         grace_period_seconds: Some(1),
         graceful_shutdown_timeout_seconds: Some(5),
         ..ServerConf::default()
