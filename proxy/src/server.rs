@@ -92,10 +92,9 @@ pub fn build(
                 .map(|n| n.get())
                 .unwrap_or(2)
         }),
-        // One runtime per thread, each connection on one of them (chosen at random): no task
-        // migrates between threads, which costs more than the balance it buys for requests
-        // this short (bench/RESULTS.md).
-        work_stealing: false,
+        // Pingora's `work_stealing: false` (one runtime per thread) was tried: during a
+        // graceful upgrade it dropped about one connection in a few thousand that the old
+        // process had accepted (`reload.rs` `graceful_upgrade_under_load_fails_no_request`).
         grace_period_seconds: Some(1),
         graceful_shutdown_timeout_seconds: Some(5),
         ..ServerConf::default()
