@@ -263,12 +263,12 @@ impl ProxyHttp for GridProxy {
             if let Some((id, ends)) = crate::sessions::accepted(&upstream.headers, Instant::now()) {
                 let power =
                     gridlb_protocol::Power::from_kw(ctx.kw).unwrap_or(gridlb_protocol::Power::ZERO);
-                state.sessions.record(&id, power, ends, Instant::now());
+                state.record_session(&id, power, ends, Instant::now());
             }
         }
         if ctx.route == Route::Release && status == 200 {
             let path = session.req_header().uri.path();
-            state.sessions.forget(path.trim_start_matches("/charge/"));
+            state.forget_session(path.trim_start_matches("/charge/"));
         }
         upstream.insert_header(SUBSTATION_HEADER, state.name.as_str())?;
         Ok(())
