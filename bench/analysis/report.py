@@ -286,41 +286,40 @@ def selection_note(micro, profile=None):
     rows = {(r["group"], r["function"], r["substations"]): r["median_ns"] for r in micro["results"]}
     sel = [(n, rows.get(("grid_select", "least-load", n))) for n in (3, 16, 128, 1024)]
     ch = [(n, rows.get(("choose", "least-load", n))) for n in (3, 16, 128, 1024)]
-    p2c = rows.get(("choose", "p2c", 1024))
+    p2c_sel = rows.get(("grid_select", "p2c", 1024))
     offer = rows.get(("offer", "newer", 1024))
     grow = lambda xs: ", ".join(f"{v / 1000:.2f} µs at {n}" for n, v in xs if v)
-    per = (sel[-1][1] - sel[0][1]) / (1024 - 3) if sel[-1][1] and sel[0][1] else None
+    over = sel[-1][1] - 1000 if sel[-1][1] else None
     text = ("**Why one least-load selection is over 1 µs with 1024 substations.** `Grid::select` costs "
-            + grow(sel) + (f" (about {per:.0f} ns per additional substation)" if per else "")
+            + grow(sel) + (f", {over:.0f} ns over the budget at 1024" if over else "")
             + "; `GridSelection::choose` alone " + grow(ch) + ". "
-            "The cost is linear in the number of substations because least-load scores every one on every "
-            "request: per substation the atomic flags (health, drain, ejection), an `ArcSwap` load of its "
-            "report (a hazard slot taken and given back) and its age against `probe.max_report_age_ms`, "
-            "the configured capacity cap, the power of known sessions ended since the report, an atomic "
-            "read of its in-flight power, a division and a push into a new `Vec`, then a pass for the "
-            "minimum; each `SubstationState` and each `Report` is its own heap allocation, so the pass also "
-            "chases two pointers per substation. The hardening and session-end checks (report age, "
-            "ejection, ended sessions) made each substation's score several times dearer than in the "
-            "2026-11-24 run (least-load `choose` 11.8 µs then at 1024 substations; the first run after "
-            "them, which also read the clock per substation, 119 µs); p2c, which scores two, is unaffected "
-            "in kind.")
+            "Least-load no longer scores every substation on every request: its first choice is read from "
+            "an index kept current where a score changes (a tournament tree per distinct capacity over the "
+            "planned load, updated on each report, reservation, release and flag change, with what time "
+            "changes applied lazily from a heap of due events; docs/design.md), so `choose` grows with the "
+            "depth of a tree, not with the number of substations. What `Grid::select` adds to `choose` "
+            "does not grow in proportion to the substations either (the figures above): Pingora's "
+            "`select_with` (its iterator, the readiness lookup in its health registry), the reservation's "
+            "compare-and-swap, and two updates of the index, one when the reservation is made and one "
+            "when it is released (each a lock, a fresh read of the substation and a path of the tree).")
+    if p2c_sel:
+        text += (f" p2c through the same path (its reservation updates the index too) costs "
+                 f"{p2c_sel:.0f} ns at 1024.")
+    load = micro.get("machine", {}).get("loadavg_at_start")
+    if load:
+        text += (f" The machine's load average was {load[0]} on its {micro['machine'].get('cores', '?')} "
+                 "cores when this run started (other builds share them), which inflates every figure "
+                 "here; compare rows of one run, not runs.")
     if profile:
-        top = top_symbols(profile, 4, None)
+        top = top_symbols(profile, 5, None)
         if top:
-            text += (" perf on `choose` at 1024 substations (self time, bench/results/profile-selection.txt): "
-                     + "; ".join(f"{p} {s}" for p, s in top) + ".")
-    if p2c is not None and p2c < 1000:
-        text += (f" p2c, which draws its two candidates first and scores only those, takes {p2c:.0f} ns at "
-                 "1024 substations: the budget is met by not touching every substation.")
-    text += (" A 1 µs budget at 1024 substations leaves about 1 ns per substation, so least-load needs an "
-             "index over utilisation kept current where it changes (on each accepted report, reservation "
-             "and release: a tournament or segment tree over the substations, O(log n) per change and O(1) "
-             "to read the minimum), with the scored `Vec` built only when the first choice has no room; and "
-             "the report's load and capacity copied into atomics beside the in-flight sum (one cache line "
-             "per substation) instead of behind an `ArcSwap`.")
+            head = profile.splitlines()[0]
+            what = "`Grid::select`" if ("Grid::select" in head or "grid_select" in head) else "`choose`"
+            text += (f" perf on {what} (least-load) at 1024 substations (self time, "
+                     "bench/results/profile-selection.txt): " + "; ".join(f"{p} {s}" for p, s in top) + ".")
     if offer:
-        text += (f" A report update (`SubstationState::offer`) costs {offer:.0f} ns at 1024 substations "
-                 "and does not depend on their number (it touches only its own substation).")
+        text += (f" A report update (`SubstationState::offer`, with its index update) costs {offer:.0f} ns at "
+                 "1024 substations: O(log n), a path of one capacity's tree.")
     return text
 
 

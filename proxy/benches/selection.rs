@@ -1,7 +1,7 @@
 //! Microbenchmarks of the hot path with 3, 16, 128 and 1024 substations: one selection
 //! (`GridSelection::choose`, the first candidate, per algorithm; and `Admission::select`, which
 //! adds Pingora's iteration and the reservation) and one report update
-//! (`SubstationState::offer`).
+//! (`SubstationState::offer`, with least-load's index over the substations kept current).
 //!
 //! Run with `cargo bench -p gridlb --bench selection`; `bench/scripts/micro` runs it and writes the
 //! results to `bench/RESULTS.md`.
@@ -113,19 +113,14 @@ fn grid_select(c: &mut Criterion) {
 fn offer(c: &mut Criterion) {
     let mut group = c.benchmark_group("offer");
     for n in SIZES {
-        let states: Vec<_> = (0..n)
-            .map(|i| {
-                let s = SubstationState::new(&format!("s{i}"), addr(i));
-                s.offer(report(i, 1));
-                s
-            })
-            .collect();
+        // The substations of a selection: each accepted report also updates least-load's index.
+        let s = selection(n, Algorithm::LeastLoad);
         let mut seq = 1;
         group.bench_with_input(BenchmarkId::new("newer", n), &n, |b, _| {
             b.iter(|| {
                 seq += 1;
                 let i = (seq as usize) % n;
-                black_box(states[i].offer(report(i, seq)))
+                black_box(s.state(i).offer(report(i, seq)))
             })
         });
     }

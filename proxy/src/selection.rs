@@ -14,8 +14,10 @@
 //!
 //! Algorithms:
 //! - `least-load`: lowest utilisation after adding the request, ties broken at random; then
-//!   the next lowest, and so on, each found when asked for (see [`Order`]): the first choice
-//!   costs one pass over the substations, never a sort.
+//!   the next lowest, and so on, each found when asked for (see [`Order`]). The first choice
+//!   is read from an index kept current as loads change (`index.rs`: a tournament tree per
+//!   capacity, O(log n) per change, O(capacities + log n) per choice); the rest, only when a
+//!   retry asks for it, from one pass over the substations, never a sort.
 //! - `p2c`: the "power of two random choices" (Mitzenmacher, 2001; tower's `balance::p2c`):
 //!   two distinct random candidates, the less utilised first, then the other, then the rest
 //!   in least-load order. It looks at two substations, not all of them, so its cost does not
@@ -27,6 +29,8 @@
 
 use crate::config::{Algorithm, SelectionConfig};
 use crate::table::{SubstationState, Table};
+use gridlb_protocol::Power;
+use index::Index;
 use pingora_load_balancing::Backend;
 use pingora_load_balancing::selection::{BackendIter, BackendSelection};
 use std::collections::BTreeSet;
@@ -103,6 +107,8 @@ pub struct GridSelection {
     weighted: Vec<usize>,
     next: AtomicUsize,
     config: SelectorConfig,
+    /// Least-load's first choice, kept current by the substations themselves.
+    index: Arc<Index>,
 }
 
 impl BackendSelection for GridSelection {
@@ -129,6 +135,7 @@ impl BackendSelection for GridSelection {
             .collect();
         GridSelection {
             backends,
+            index: Index::new(states.clone()),
             states,
             weighted,
             next: AtomicUsize::new(0),
@@ -181,6 +188,19 @@ impl Order {
         }
     }
 
+    /// `first`, then every other eligible candidate by least utilisation, scored when asked.
+    fn first_then_least(first: usize, kw: f64, max_utilization: f64) -> Order {
+        Order {
+            head: vec![first],
+            pos: 0,
+            rest: Rest::Later {
+                kw,
+                max_utilization,
+                skip: [first, first],
+            },
+        }
+    }
+
     fn least_first(rest: Vec<Scored>) -> Order {
         Order {
             head: Vec::new(),
@@ -218,7 +238,10 @@ impl GridSelection {
     pub fn order(&self, kw: f64) -> Order {
         let (algorithm, max_utilization) = self.config.settings();
         match algorithm {
-            Algorithm::LeastLoad => Order::least_first(self.scored(kw, max_utilization)),
+            Algorithm::LeastLoad => match self.least(kw, max_utilization) {
+                Some(first) => Order::first_then_least(first, kw, max_utilization),
+                None => Order::least_first(self.scored(kw, max_utilization)),
+            },
             Algorithm::P2c => self.p2c(kw, max_utilization),
             Algorithm::RoundRobin => {
                 Order::fixed(self.round_robin(&self.scored(kw, max_utilization)))
@@ -238,6 +261,19 @@ impl GridSelection {
     pub fn rank(&self, kw: f64) -> Vec<usize> {
         let mut order = self.order(kw);
         std::iter::from_fn(|| order.next_index(self)).collect()
+    }
+
+    /// Least-load's first choice from the index, confirmed against the substation's live
+    /// score; `None` when the index finds no room (or the state moved on meanwhile), and the
+    /// caller scores every substation instead.
+    fn least(&self, kw: f64, max_utilization: f64) -> Option<usize> {
+        let request = Power::from_kw(kw).ok()?;
+        let now = Instant::now();
+        let rng = &self.config.rng;
+        let first = self
+            .index
+            .first(request, max_utilization, now, |n| rng.below(n))?;
+        self.score(first, kw, max_utilization, now).map(|_| first)
     }
 
     /// Utilisation of candidate `i` after `kw`, if it is healthy, not draining, reported and
@@ -349,6 +385,9 @@ impl BackendIter for GridIter {
         self.selection.backends.get(index)
     }
 }
+
+mod index;
+mod tree;
 
 #[cfg(test)]
 mod tests;

@@ -135,6 +135,16 @@ impl Sessions {
         self.lock().ends.len()
     }
 
+    /// The earliest end of a known session not yet counted as ended, if any: when the
+    /// power ended since the report may next change.
+    pub fn next_end(&self) -> Option<Instant> {
+        let origin = self.origin.get()?;
+        match self.next_end_ns.load(Relaxed) {
+            u64::MAX => None,
+            ns => origin.checked_add(Duration::from_nanos(ns)),
+        }
+    }
+
     /// Whether a session may have ended by `now` that the total does not count yet.
     fn may_have_ended(&self, now: Instant) -> bool {
         let Some(origin) = self.origin.get() else {

@@ -28,10 +28,15 @@
 //!
 //! Time is tokio's clock, so tests can pause and advance it.
 //!
-//! Hot-path state is atomics and an `ArcSwap`; nothing here takes a lock on the request path.
+//! Every change that can move a substation's score (a report, a reservation or its release,
+//! health, drain, configuration, an ejection, a session recorded) is told to its watchers
+//! ([`watch`]): selection's least-load index, which stays current without scanning.
+//!
+//! Hot-path state is atomics and an `ArcSwap`; nothing here takes a lock on the request path
+//! (a watcher may take its own, briefly).
 
 use crate::sessions::Sessions;
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use gridlb_protocol::Power;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,13 +44,16 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 use tokio::time::Instant;
 
+mod flags;
 mod outlier;
 mod report;
 mod snapshot;
+mod watch;
 
 pub use outlier::{MAX_EJECTION, SLOW_FACTOR, SLOW_FLOOR};
 pub use report::Report;
 pub use snapshot::{Change, Snapshot, Substation, Table};
+pub use watch::{Entry, Planned, Watcher};
 
 /// The slack of the one "fits" rule ([`fits`]): an exact fit (500 of 500 kW) must not be
 /// refused for floating-point rounding.
@@ -142,7 +150,9 @@ pub struct SubstationState {
     /// Sessions this proxy routed here that the substation accepted.
     pub routed: AtomicU64,
     /// Those of them not yet ended, by end time.
-    pub sessions: Sessions,
+    sessions: Sessions,
+    /// Who to tell when the score may have changed ([`watch`]).
+    watchers: ArcSwap<Vec<watch::Link>>,
 }
 
 impl SubstationState {
@@ -168,6 +178,7 @@ impl SubstationState {
             born: Instant::now(),
             routed: AtomicU64::new(0),
             sessions: Sessions::default(),
+            watchers: ArcSwap::new(watch::none()),
         })
     }
 
@@ -179,6 +190,7 @@ impl SubstationState {
             .store(cap.map_or(0, Power::as_watts), Relaxed);
         let ms = u64::try_from(max_report_age.as_millis()).unwrap_or(u64::MAX);
         self.max_report_age_ms.store(ms, Relaxed);
+        self.changed();
     }
 
     /// The capacity the proxy plans with: the reported one, at most the configured one.
@@ -206,6 +218,7 @@ impl SubstationState {
     /// Replace the held report whatever its version (the reset of [`Table::ingest`]).
     fn replace(&self, report: Report) {
         self.report.store(Some(Arc::new(report)));
+        self.changed();
     }
 
     /// Offer a report; it replaces the held one only if its `(epoch, seq)` is greater. Callers
@@ -226,14 +239,18 @@ impl SubstationState {
             })),
             _ => Some(Arc::clone(&new)),
         });
-        match previous {
+        let offer = match previous {
             Some(held) if held.version == version => Offer::Duplicate,
             Some(held) if held.version > version => Offer::Stale,
             _ => {
                 self.sessions.mark_report(received_at);
                 Offer::Accepted
             }
+        };
+        if offer != Offer::Stale {
+            self.changed();
         }
+        offer
     }
 
     /// The held report's load less the power of known sessions that have ended since it was
@@ -304,6 +321,7 @@ impl SubstationState {
                 fits(&known, Power::from_watts(after), max_utilization).then_some(after)
             })
             .ok()?;
+        self.changed();
         Some(Reservation {
             state: Arc::clone(self),
             w,
@@ -317,54 +335,6 @@ impl SubstationState {
             state: Arc::clone(self),
             w: 0,
         }
-    }
-
-    pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Relaxed)
-    }
-
-    /// May take new sessions: healthy, and neither draining nor removed.
-    pub fn is_eligible(&self) -> bool {
-        self.is_healthy() && !self.is_draining()
-    }
-
-    pub fn set_healthy(&self, healthy: bool) {
-        self.healthy.store(healthy, Relaxed)
-    }
-
-    /// Takes no new sessions: drained by config or by an operator, or removed.
-    pub fn is_draining(&self) -> bool {
-        self.drain_config.load(Relaxed)
-            || self.drain_admin.load(Relaxed)
-            || self.removed.load(Relaxed)
-    }
-
-    pub fn set_config_drain(&self, drain: bool) {
-        self.drain_config.store(drain, Relaxed)
-    }
-
-    pub fn set_admin_drain(&self, drain: bool) {
-        self.drain_admin.store(drain, Relaxed)
-    }
-
-    pub fn is_admin_drained(&self) -> bool {
-        self.drain_admin.load(Relaxed)
-    }
-
-    pub fn set_removed(&self) {
-        self.removed.store(true, Relaxed)
-    }
-
-    pub fn is_removed(&self) -> bool {
-        self.removed.load(Relaxed)
-    }
-
-    pub fn record_probe(&self) {
-        self.probes.fetch_add(1, Relaxed);
-    }
-
-    pub fn probes(&self) -> u64 {
-        self.probes.load(Relaxed)
     }
 }
 
@@ -384,6 +354,9 @@ impl Reservation {
 impl Drop for Reservation {
     fn drop(&mut self) {
         self.state.in_flight_w.fetch_sub(self.w, Relaxed);
+        if self.w > 0 {
+            self.state.changed();
+        }
     }
 }
 

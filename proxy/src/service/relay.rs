@@ -107,7 +107,7 @@ impl GridProxy {
             Ok(answer) => {
                 self.learn(&state, &answer.headers);
                 if answer.status == 200 {
-                    state.sessions.forget(id);
+                    state.forget_session(id);
                 }
                 self.relay(session, ctx, &state, answer).await
             }
@@ -208,7 +208,7 @@ impl GridProxy {
                     {
                         let power = gridlb_protocol::Power::from_kw(ctx.kw)
                             .unwrap_or(gridlb_protocol::Power::ZERO);
-                        state.sessions.record(&id, power, ends, Instant::now());
+                        state.record_session(&id, power, ends, Instant::now());
                     }
                     Next::Relay(answer)
                 }

@@ -48,6 +48,7 @@ impl SubstationState {
         let until = Instant::now().saturating_duration_since(self.born) + out;
         let ns = u64::try_from(until.as_nanos()).unwrap_or(u64::MAX);
         self.ejected_until_ns.store(ns, Relaxed);
+        self.changed();
         out
     }
 
