@@ -35,20 +35,24 @@ pub(super) fn headers<'a>(
     peer: Option<IpAddr>,
     trusted: &[Cidr],
 ) -> (Vec<(&'a str, &'a [u8])>, Option<String>) {
-    let named = |name: &str| {
-        client
-            .headers
-            .get_all(http::header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(name))
-    };
+    // Usually none: no allocation then.
+    let listed: Vec<&str> = client
+        .headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
     let kept = client
         .headers
         .iter()
         .map(|(name, value)| (name.as_str(), value.as_bytes()))
-        .filter(|(name, _)| !HOP_BY_HOP.contains(name) && *name != FORWARDED_FOR && !named(name))
+        .filter(|(name, _)| {
+            !HOP_BY_HOP.contains(name)
+                && *name != FORWARDED_FOR
+                && !listed.iter().any(|t| t.eq_ignore_ascii_case(name))
+        })
         .collect();
     let Some(ip) = peer else {
         return (kept, None);
