@@ -54,11 +54,10 @@ use pingora_core::server::ShutdownWatch;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::Relaxed};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
 /// How long a cut connection is read and drained after its answer, at most.
@@ -108,13 +107,19 @@ where
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let cut = Arc::new(Notify::new());
+        let cut = Arc::new(AtomicBool::new(false));
         let guard = HeaderGuard::new(stream, (self.limits)(), Arc::clone(&cut));
+        // Costs one relaxed load per wake of the connection's task: the guard sets the flag
+        // and wakes the task from within a read, so nothing needs registering here.
+        let ended = std::future::poll_fn(|_| match cut.load(Relaxed) {
+            true => Poll::Ready(()),
+            false => Poll::Pending,
+        });
         let back = tokio::select! {
             biased;
             // The guard answered and drained: end the connection (dropping Pingora's task,
             // which is waiting for a header, and the socket with it).
-            () = cut.notified() => return None,
+            () = ended => return None,
             back = self.inner.process_new(Box::new(guard), shutdown) => back,
         };
         // An app that hands the connection back gets it unwrapped: the next round guards
@@ -155,7 +160,8 @@ pub struct HeaderGuard {
     /// Whether `timer` is set for this header phase.
     armed: bool,
     cutting: Option<Cut>,
-    cut: Arc<Notify>,
+    /// Set once the cut is done; [`Guarded`] then ends the connection.
+    cut: Arc<AtomicBool>,
 }
 
 /// The steps of ending a connection whose header broke a limit.
@@ -169,7 +175,11 @@ enum Cut {
 }
 
 impl HeaderGuard {
-    fn new(inner: Stream, limits: HeaderLimits, cut: Arc<Notify>) -> HeaderGuard {
+    /// The guard around a newly accepted `inner` (the first request's time runs from now);
+    /// `cut` is set (and the reading task woken) once the guard has answered and the
+    /// connection should end.
+    /// `limits.max_bytes` is capped at [`CEILING`].
+    pub fn new(inner: Stream, limits: HeaderLimits, cut: Arc<AtomicBool>) -> HeaderGuard {
         HeaderGuard {
             inner,
             limits: HeaderLimits {
@@ -276,7 +286,10 @@ impl HeaderGuard {
                     }
                 }
                 Cut::Done => {
-                    self.cut.notify_one();
+                    // Wake the task once, so that `Guarded` sees the flag and ends it.
+                    if !self.cut.swap(true, Relaxed) {
+                        cx.waker().wake_by_ref();
+                    }
                     return Poll::Pending;
                 }
             };
