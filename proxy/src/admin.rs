@@ -15,6 +15,7 @@
 //! `Authorization: Bearer <token>` (the scheme in any case, RFC 9110 §11.1), compared in
 //! constant time. A reload cannot remove or change the token.
 
+use crate::header_guard::HeaderGuard;
 use crate::history::History;
 use crate::pool::Pool;
 use crate::reload::{ReloadError, Reloader};
@@ -124,6 +125,21 @@ impl AdminApp {
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        // The header is parsed; once the answer is made, the next bytes are the next
+        // request's header (`header_guard`). Admin requests have small bodies or none.
+        if let Some(guard) = HeaderGuard::of(session.stream()) {
+            guard.header_parsed();
+        }
+        let answer = self.route(session).await;
+        if let Some(guard) = HeaderGuard::of(session.stream()) {
+            guard.request_done();
+        }
+        answer
+    }
+}
+
+impl AdminApp {
+    async fn route(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_string();
         match (method, path.as_str()) {

@@ -10,7 +10,7 @@
 //!   (`max_report_age_ms`);
 //! - `selection`: `least-load`, `max_utilization` 1.0, `default_request_kw` 11;
 //! - `upstream`: connect timeout 1 s, read timeout 10 s;
-//! - `limits`: 32 KiB of request headers, 10 s to send a body, 10,000 requests at once, a
+//! - `limits`: 32 KiB of request headers, 10 s to send them, 10 s to send a body, 10,000 requests at once, a
 //!   session of at most the protocol's bounds (10⁹ kW, one week);
 //! - `dns.refresh_ms` 30 s: how often substation host names are resolved again;
 //! - a substation's `weight` 1, `drain` false, no `capacity_kw` (the reported one is used);
@@ -218,6 +218,10 @@ pub struct UpstreamConfig {
 pub struct LimitsConfig {
     /// Larger request headers (all names and values) are answered `431`.
     pub max_header_bytes: usize,
+    /// A client must send a request's whole header block within this time (from accept for a
+    /// connection's first request, from the first byte for later ones), else it gets `408`
+    /// and the connection is closed (see `header_guard.rs`).
+    pub client_header_timeout: Duration,
     /// A client must send its whole body within this time, else the connection is closed.
     pub client_read_timeout: Duration,
     /// Requests in progress at once; more are answered `503` at once.

@@ -9,8 +9,9 @@
 //! - [`sessions`]: the sessions this proxy routed, by end time (power ended since a report);
 //! - [`table`]: the load table (the swapped snapshot, newest report per substation, in-flight
 //!   power, reservations, health and drain) and the one door reports come in by;
-//! - [`affinity`] (Idempotency-Key routing), [`gate`] (the concurrent-request cap) and
-//!   [`request_id`] (`x-request-id`, kept or made);
+//! - [`affinity`] (Idempotency-Key routing), [`gate`] (the concurrent-request cap),
+//!   [`request_id`] (`x-request-id`, kept or made) and [`header_guard`] (a request header's
+//!   time and size, bounded before Pingora parses it);
 //! - [`selection`]: Pingora `BackendSelection` with least-load, p2c and baselines;
 //! - [`probe`]: the load probe, a Pingora `HealthCheck` that reads `GET /load`;
 //! - [`discovery`]: DNS and Pingora `ServiceDiscovery` from the config;
@@ -32,6 +33,7 @@ pub mod call;
 pub mod config;
 pub mod discovery;
 pub mod gate;
+pub mod header_guard;
 pub mod history;
 pub mod metrics;
 pub mod orphan;

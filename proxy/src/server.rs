@@ -1,5 +1,6 @@
 //! Assembly: the one place every part is made and wired ([`Parts`]), and the Pingora server
-//! around them: the proxy service on `listen`, the admin app on `admin.listen`, and as
+//! around them: the proxy service on `listen`, the admin app on `admin.listen` (both with
+//! their clients' request headers bounded by `header_guard`), and as
 //! background services the probe schedule, the access log writer, the status page's history
 //! sampler and (with a config file) the reload triggers.
 //!
@@ -11,6 +12,7 @@ use crate::admin::AdminApp;
 use crate::admission::Admission;
 use crate::config::{Config, ConfigError};
 use crate::discovery;
+use crate::header_guard::{Guarded, HeaderLimits};
 use crate::history::{History, Sampler};
 use crate::metrics::Metrics;
 use crate::pool::{Pool, ProbeSchedule};
@@ -116,16 +118,22 @@ pub fn build(
     let (log, log_writer) = AccessLog::new(Arc::clone(parts.table.metrics()), move || {
         table.config().access_log.clone()
     });
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
+    let proxy = pingora_proxy::http_proxy(
         &server.configuration,
         GridProxy::new(Arc::clone(&parts.admission)).with_access_log(log),
-        "gridlb proxy",
+    );
+    let mut proxy = Service::new(
+        "gridlb proxy".to_string(),
+        Guarded::new(proxy, header_limits(&parts.table)),
     );
     proxy.add_tcp(&listen);
     let history = Arc::new(History::default());
     let admin_app = AdminApp::new(Arc::clone(&parts.pool), Arc::clone(&parts.reloader))
         .with_history(Arc::clone(&history));
-    let mut admin = Service::new("gridlb admin".to_string(), admin_app);
+    let mut admin = Service::new(
+        "gridlb admin".to_string(),
+        Guarded::new(admin_app, header_limits(&parts.table)),
+    );
     admin.add_tcp(&admin_listen);
     let probe = background_service(
         "gridlb probe",
@@ -153,4 +161,16 @@ pub fn build(
         ));
     }
     Ok((server, parts))
+}
+
+/// The header limits of a new connection, from the config in force when it is accepted.
+fn header_limits(table: &Arc<Table>) -> impl Fn() -> HeaderLimits + Send + Sync + 'static {
+    let table = Arc::clone(table);
+    move || {
+        let limits = &table.config().limits;
+        HeaderLimits {
+            timeout: limits.client_header_timeout,
+            max_bytes: limits.max_header_bytes,
+        }
+    }
 }

@@ -28,6 +28,7 @@ use crate::admission::Admission;
 use crate::attempt::Attempts;
 use crate::call::Caller;
 use crate::gate::{Gate, Pass};
+use crate::header_guard::HeaderGuard;
 use crate::orphan::Orphans;
 use crate::request_id;
 use crate::table::Table;
@@ -142,6 +143,9 @@ impl ProxyHttp for GridProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if let Some(guard) = HeaderGuard::of(session.as_downstream().stream()) {
+            guard.header_parsed();
+        }
         ctx.request_id = Some(request_id::adopt(session.req_header_mut()));
         if self.limited(session, ctx).await? {
             return Ok(true);
@@ -224,6 +228,9 @@ impl ProxyHttp for GridProxy {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        if let Some(guard) = HeaderGuard::of(session.as_downstream().stream()) {
+            guard.request_done();
+        }
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())

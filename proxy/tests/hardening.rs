@@ -2,12 +2,13 @@
 //! and what gridlb does"): walk session ids, claim a capacity the operator did not give it,
 //! forge where a request comes from, smuggle a power the body contradicts, keep an HTTP/1.0
 //! connection open, reuse another request's key, learn internal addresses from an error,
-//! drop the admin token by a reload, or hand a client another substation's session id.
+//! drop the admin token by a reload, hand a client another substation's session id, hold a
+//! connection with a header sent a byte at a time, or get a megabyte header past the limit.
 
 mod common;
 
 use common::{Proxy, with_probe};
-use gridlb_test_support::config::{GridlbConfig, Probe, Upstream};
+use gridlb_test_support::config::{GridlbConfig, Limits, Probe, Upstream};
 use gridlb_test_support::http::{
     Double, Reply, raw_charge, raw_request, report_header, report_json,
 };
@@ -496,4 +497,74 @@ async fn sessions_beyond_the_configured_bounds_are_refused_before_anything_is_bo
     // The substation enforces the protocol's own bound whoever asks.
     let direct = common::book_direct_for(s.addr, 1.0, 1e300).await;
     assert_eq!(direct.status, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_sent_a_byte_at_a_time_is_cut_while_other_clients_are_served() {
+    let s = substation("s1", 1000.0, 1.0).await;
+    let limits = Limits {
+        client_header_timeout_ms: Some(500),
+        ..Limits::default()
+    };
+    let proxy = Proxy::start(&[("s1", s.addr)], probes().limits(limits)).await;
+    let started = std::time::Instant::now();
+    let conn = TcpStream::connect(proxy.listen).await.expect("connect");
+    let (mut from, mut to) = conn.into_split();
+    let slow = tokio::spawn(async move {
+        let head = format!(
+            "POST /charge HTTP/1.1\r\nhost: x\r\nx-pad: {}\r\n",
+            "a".repeat(200)
+        );
+        for b in head.bytes() {
+            if to.write_all(&[b]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    // Another client is served meanwhile.
+    assert_eq!(proxy.charge("quick", 1.0, 60.0).await.status, 201);
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), from.read_to_end(&mut answer)).await;
+    let took = started.elapsed();
+    assert!(read.is_ok(), "the slow connection was not closed");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408 "), "{text}");
+    assert!(text.contains("connection: close"), "{text}");
+    // 500 ms, with room for a loaded machine (the header would take 22 s to send).
+    assert!(took < Duration::from_secs(4), "cut after {took:?}");
+    slow.abort();
+    assert_eq!(proxy.charge("after", 1.0, 60.0).await.status, 201);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_megabyte_header_gets_431_and_one_just_under_the_limit_is_served() {
+    let s = substation("s1", 1000.0, 1.0).await;
+    let proxy = Proxy::start(&[("s1", s.addr)], probes()).await;
+    let huge = raw_charge(
+        "/charge",
+        "x",
+        &[&format!("x-pad: {}", "a".repeat(1 << 20))],
+        BODY,
+    );
+    let answer = raw_request(proxy.listen, &huge, Duration::from_secs(20))
+        .await
+        .expect("an answer to a megabyte header");
+    assert_eq!(answer.status, 431, "{}", answer.text());
+    assert_eq!(
+        answer.json()["error"],
+        "request headers are larger than 32768 bytes"
+    );
+    // 32 KiB is the default limit; this header block is a little under it.
+    let under = raw_charge(
+        "/charge",
+        "x",
+        &[&format!("x-pad: {}", "a".repeat(32_000))],
+        BODY,
+    );
+    let answer = raw_request(proxy.listen, &under, Duration::from_secs(10))
+        .await
+        .expect("an answer");
+    assert_eq!(answer.status, 201, "{}", answer.text());
+    assert_eq!(s.state.report().active_sessions, 1);
 }

@@ -103,11 +103,13 @@ pub struct Upstream {
     pub read_timeout_ms: Option<u64>,
 }
 
-/// `limits: { max_header_bytes, client_read_timeout_ms, max_concurrent_requests }`.
+/// `limits: { max_header_bytes, client_header_timeout_ms, client_read_timeout_ms, ... }`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Limits {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_header_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_header_timeout_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_read_timeout_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]

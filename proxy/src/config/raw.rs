@@ -130,6 +130,7 @@ impl Default for Upstream {
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     pub max_header_bytes: u64,
+    pub client_header_timeout_ms: u64,
     pub client_read_timeout_ms: u64,
     pub max_concurrent_requests: u64,
     pub max_session_kw: f64,
@@ -140,6 +141,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_header_bytes: 32 * 1024,
+            client_header_timeout_ms: 10_000,
             client_read_timeout_ms: 10_000,
             max_concurrent_requests: 10_000,
             max_session_kw: gridlb_protocol::MAX_SESSION_KW,

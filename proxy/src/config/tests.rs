@@ -154,6 +154,27 @@ fn limits_have_defaults_and_ranges() {
 }
 
 #[test]
+fn the_client_header_timeout_defaults_to_ten_seconds_and_is_bounded() {
+    let c = Config::parse("listen: 127.0.0.1:1\nsubstations: [{name: a, address: 127.0.0.1:2}]")
+        .unwrap();
+    assert_eq!(c.limits.client_header_timeout, Duration::from_secs(10));
+    let c = Config::parse(&with(
+        "selection: {",
+        "limits: { client_header_timeout_ms: 500 }\nselection: {",
+    ))
+    .unwrap();
+    assert_eq!(c.limits.client_header_timeout, Duration::from_millis(500));
+    for bad in ["99", "600001"] {
+        let e = err(&with(
+            "selection: {",
+            &format!("limits: {{ client_header_timeout_ms: {bad} }}\nselection: {{"),
+        ));
+        assert_eq!(e.path, "limits.client_header_timeout_ms");
+        assert_eq!(e.message, format!("{bad} is not in 100..=600000"));
+    }
+}
+
+#[test]
 fn parsing_resolves_no_names_but_checks_their_syntax() {
     // Resolution (and its errors) belongs to `discovery`; see its tests.
     let c = Config::parse(&with("localhost:9002", "no-such-host.invalid:9002")).unwrap();

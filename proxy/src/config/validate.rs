@@ -228,6 +228,13 @@ fn limits(raw: raw::Limits) -> Result<LimitsConfig, ConfigError> {
             "1024..=1048576",
         ));
     }
+    if !(100..=600_000).contains(&raw.client_header_timeout_ms) {
+        return Err(range(
+            "limits.client_header_timeout_ms",
+            raw.client_header_timeout_ms,
+            "100..=600000",
+        ));
+    }
     if !(100..=600_000).contains(&raw.client_read_timeout_ms) {
         return Err(range(
             "limits.client_read_timeout_ms",
@@ -244,6 +251,7 @@ fn limits(raw: raw::Limits) -> Result<LimitsConfig, ConfigError> {
     }
     Ok(LimitsConfig {
         max_header_bytes: raw.max_header_bytes as usize,
+        client_header_timeout: Duration::from_millis(raw.client_header_timeout_ms),
         client_read_timeout: Duration::from_millis(raw.client_read_timeout_ms),
         max_concurrent_requests: raw.max_concurrent_requests as usize,
         max_session_kw: bounded(
