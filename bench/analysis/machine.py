@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Print, as JSON, what the results are measured on: CPU, cores, memory, OS, kernel, the
-versions of rustc, nginx, HAProxy and oha, and the load average at the start. Each benchmark
+versions of rustc, nginx, HAProxy, Envoy, Caddy, oha and wrk, and the load average at the start. Each benchmark
 script saves it as machine.json in its work directory; the analyses copy it into the results.
 
 usage: machine.py
@@ -8,6 +8,7 @@ usage: machine.py
 import json
 import os
 import platform
+import re
 import subprocess
 
 
@@ -28,6 +29,12 @@ def field(path, prefix, sep=":"):
     return None
 
 
+def envoy_version():
+    """`envoy 1.40.0` from `envoy --version` (`... version: <sha>/1.40.0/Clean/RELEASE/BoringSSL`)."""
+    m = re.search(r"version: \S+?/([\d.]+)/", run("envoy", "--version") or "")
+    return f"envoy {m.group(1)}" if m else None
+
+
 def main():
     mem_kib = int((field("/proc/meminfo", "MemTotal") or "0 kB").split()[0])
     os_name = (field("/etc/os-release", "PRETTY_NAME", "=") or platform.system()).strip('"')
@@ -43,6 +50,9 @@ def main():
         "nginx": run("nginx", "-v"),
         "haproxy": (run("haproxy", "-v") or "").split("\n")[0],
         "oha": run("oha", "--version"),
+        "wrk": (run("wrk", "--version") or "").split("\n")[0].split(" Copyright")[0] or None,
+        "envoy": envoy_version(),
+        "caddy": ("caddy " + (run("caddy", "version") or "").split()[0]) if run("caddy", "version") else None,
         "loadavg_at_start": loadavg,
     }))
 

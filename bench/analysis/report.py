@@ -45,23 +45,7 @@ def micro_row(micro, group, function, n):
 def targets(tp, spread, micro, profile, replicas=None):
     rows, notes = [], []
     if tp:
-        ra = tp["ratios"]
-        ok = all(v is not None and v >= 1.0 for v in ra.values())
-        rows.append(("gridlb req/s at least nginx's and HAProxy's",
-                     f"gridlb/nginx {ra['gridlb_over_nginx']:.2f}, gridlb/HAProxy {ra['gridlb_over_haproxy']:.2f}",
-                     verdict(ok)))
-        if not ok:
-            notes.append(throughput_note(tp, profile))
-        fixed = tp["fixed_rate"].get("1000")
-        if fixed:
-            added = fixed["gridlb"]["added_p99_ms"]
-            rows.append(("p99 added latency at most 1 ms at 1,000 req/s",
-                         f"{added:.3f} ms (p99 {fixed['gridlb']['p99_ms']:.3f} ms vs {fixed['direct']['p99_ms']:.3f} ms direct)",
-                         verdict(added <= 1.0)))
-            if added > 1.0:
-                notes.append(latency_note(tp))
-        rss = tp["rss"]["gridlb"]["max_mib"]
-        rows.append(("gridlb RSS at most 50 MiB under load", f"{rss:.1f} MiB at most", verdict(rss <= 50)))
+        throughput_targets(tp, profile, rows, notes)
     if micro:
         sel = micro_row(micro, "grid_select", "least-load", 1024)
         sel_p2c = micro_row(micro, "grid_select", "p2c", 1024)
@@ -186,32 +170,119 @@ def replicas_note(rep, met):
     return text
 
 
-def latency_note(tp):
-    f = tp["fixed_rate"]["1000"]
-    per_round = [r["p99_ms"] - b["p99_ms"] for r, b in zip(f["gridlb"]["runs"], f["direct"]["runs"])]
-    text = ("**Why the p99 added latency at 1,000 req/s is over 1 ms.** Added p99 (median of the rounds): "
-            f"gridlb {f['gridlb']['added_p99_ms']:.3f} ms, nginx {f['nginx']['added_p99_ms']:.3f} ms, HAProxy "
-            f"{f['haproxy']['added_p99_ms']:.3f} ms; gridlb round by round: "
-            + ", ".join(f"{x:.2f}" for x in per_round) + " ms. At this rate the machine is far from saturated "
-            f"(p50 added is {f['gridlb']['added_p50_ms']:.3f} ms), so the 99th percentile is most likely set by "
-            "scheduling, the moments when the proxy's thread is not on a core when a request arrives: the client, the proxy, the "
-            "substations and other work share two cores, and all three proxies land near 1 ms. gridlb sits "
-            "above the peers because it needs more CPU per request (the throughput diagnosis above: one more "
-            "loopback send per request and more user-space work), so a busy core delays it more often.")
-    four = tp["fixed_rate"].get("4000")
-    if four:
-        text += (f" At 4,000 req/s the gap widens (added p99 gridlb {four['gridlb']['added_p99_ms']:.2f} ms, "
-                 f"nginx {four['nginx']['added_p99_ms']:.2f} ms, HAProxy {four['haproxy']['added_p99_ms']:.2f} ms), "
-                 "as a server's tail does as its load rises towards its ceiling: 4,000 req/s is "
-                 f"{4000 / tp['full_speed']['gridlb']['rps'] * 100:.0f} % of gridlb's full-speed throughput here, "
-                 f"{4000 / tp['full_speed']['nginx']['rps'] * 100:.0f} % of nginx's.")
-    return text
+def figures(values, names=None, spec=".1f", unit=""):
+    """`gridlb 1.2, nginx 3.4` for the configurations that have a figure."""
+    names = names or list(values)
+    return ", ".join(f"{PROXY_NAMES.get(k, k)} {v:{spec}}{unit}" for k in names
+                     if (v := values.get(k)) is not None)
+
+
+PROXY_NAMES = {"bare": "bare Pingora", "haproxy": "HAProxy", "envoy": "Envoy", "caddy": "Caddy"}
+
+
+def throughput_targets(tp, profile, rows, notes):
+    """The throughput benchmark's verdict rows and, for a missed target, its diagnosis."""
+    ratios, cpu = tp["ratios"], tp.get("cpu_us_per_request") or {}
+    missed_cost = False
+    for client in ("oha", "wrk"):
+        ra = ratios.get(client) or {}
+        pair = (ra.get("gridlb_over_nginx"), ra.get("gridlb_over_haproxy"))
+        if None in pair:
+            continue
+        ok = min(pair) >= 1.0
+        rows.append((f"gridlb req/s at least nginx's and HAProxy's ({client})",
+                     f"gridlb/nginx {pair[0]:.2f}, gridlb/HAProxy {pair[1]:.2f}", verdict(ok)))
+        missed_cost = missed_cost or not ok
+    if cpu.get("gridlb") is not None and cpu.get("nginx") is not None:
+        ok = cpu["gridlb"] <= cpu["nginx"]
+        rows.append(("gridlb CPU time per request at most nginx's",
+                     f"{cpu['gridlb']:.1f} µs vs nginx {cpu['nginx']:.1f} µs"
+                     + (f" (bare Pingora {cpu['bare']:.1f} µs)" if cpu.get("bare") is not None else ""), verdict(ok)))
+        missed_cost = missed_cost or not ok
+    calls = {k: v["per_request"] for k, v in tp["syscalls"]["proxies"].items()}
+    if calls.get("gridlb") is not None and calls.get("nginx") is not None:
+        ok = calls["gridlb"] <= calls["nginx"] + 1e-9
+        rows.append(("gridlb system calls per request at most nginx's",
+                     f"{calls['gridlb']:.2f} vs nginx {calls['nginx']:.2f}"
+                     + (f" (bare Pingora {calls['bare']:.2f})" if calls.get("bare") is not None else ""), verdict(ok)))
+        missed_cost = missed_cost or not ok
+    if missed_cost:
+        notes.append(throughput_note(tp, profile))
+    missed_latency = False
+    for rate in ("1000", "4000"):
+        f = tp["fixed_rate"].get(rate)
+        if not f or f["gridlb"]["added_p99_ms"] is None or f["nginx"]["added_p99_ms"] is None:
+            continue
+        g, n = f["gridlb"]["added_p99_ms"], f["nginx"]["added_p99_ms"]
+        rows.append((f"added p99 at most nginx's at {int(rate):,} req/s",
+                     f"gridlb {g:.3f} ms vs nginx {n:.3f} ms", verdict(g <= n)))
+        missed_latency = missed_latency or g > n
+    f = tp["fixed_rate"].get("1000")
+    if f and f["gridlb"]["added_p99_ms"] is not None:
+        added = f["gridlb"]["added_p99_ms"]
+        rows.append(("p99 added latency at most 1 ms at 1,000 req/s",
+                     f"{added:.3f} ms (p99 {f['gridlb']['p99_ms']:.3f} ms vs {f['direct']['p99_ms']:.3f} ms direct)",
+                     verdict(added <= 1.0)))
+        missed_latency = missed_latency or added > 1.0
+    if missed_latency:
+        notes.append(latency_note(tp))
+    rss = tp["rss"]
+    g, n = rss["gridlb"]["max_mib"], (rss.get("nginx") or {}).get("max_mib")
+    missed_memory = False
+    if g is not None and n is not None:
+        rows.append(("gridlb RSS under load at most nginx's", f"{g:.1f} MiB vs nginx {n:.1f} MiB at most",
+                     verdict(g <= n)))
+        missed_memory = g > n
+    if g is not None:
+        rows.append(("gridlb RSS at most 50 MiB under load", f"{g:.1f} MiB at most", verdict(g <= 50)))
+        missed_memory = missed_memory or g > 50
+    bursts = (tp.get("bursts") or {}).get("proxies", {})
+    if "gridlb" in bursts:
+        p, st = bursts["gridlb"], tp["bursts"]["settings"]
+        rows.append((f"gridlb RSS back within 2x idle inside {st['watch_s']:g} s after idle-connection bursts",
+                     f"idle {p['idle_mib']:.1f} MiB, peak {p['peak_mib']:.1f} MiB, {p['end_mib']:.1f} MiB "
+                     f"{st['watch_s']:g} s after the last of {st['bursts']} bursts of {st['connections']}",
+                     verdict(p["back_within_2x"])))
+        missed_memory = missed_memory or not p["back_within_2x"]
+    if missed_memory:
+        notes.append(memory_note(tp))
 
 
 def throughput_note(tp, profile):
-    full = tp["full_speed"]
-    text = ("**Why gridlb's req/s is below a peer's.** Full-speed medians: "
-            + ", ".join(f"{k} {v['rps']:.0f}" for k, v in full.items() if v["rps"]) + " req/s. ")
+    full, cpu = tp["full_speed"], tp.get("cpu_us_per_request") or {}
+    calls = {k: v["per_request"] for k, v in tp["syscalls"]["proxies"].items()}
+    text = ("**Why gridlb misses a throughput or cost target.** Full-speed medians, req/s (oha / wrk): "
+            + ", ".join(f"{PROXY_NAMES.get(k, k)} {v['rps']:.0f} / {full['wrk'][k]['rps']:.0f}"
+                        for k, v in full["oha"].items() if v["rps"] and full["wrk"][k]["rps"]) + ". ")
+    g, b, n = cpu.get("gridlb"), cpu.get("bare"), cpu.get("nginx")
+    own = None
+    if None not in (g, b, n):
+        text += "CPU time per request, µs: " + figures(cpu) + ". "
+        own = g - b
+        if g > n:
+            frame = b - n
+            if frame > 0 and own > 0:
+                text += (f"Of gridlb's {g - n:.1f} µs over nginx, {frame:.1f} µs are the framework's (bare "
+                         "Pingora, which only takes the next substation in turn, spends that much more than "
+                         f"nginx) and {own:.1f} µs gridlb's own work on top of Pingora. ")
+            elif frame <= 0:
+                text += (f"Bare Pingora spends no more than nginx, so gridlb's {g - n:.1f} µs over nginx are "
+                         "its own work on top of Pingora. ")
+            else:
+                text += (f"gridlb spends no more than bare Pingora, so its {g - n:.1f} µs over nginx are the "
+                         "framework's. ")
+    if calls.get("gridlb") is not None:
+        tool = tp["syscalls"].get("tool")
+        text += f"System calls per request ({tool}): " + figures(calls, spec=".2f") + ". "
+        if calls.get("nginx") is not None and calls["gridlb"] > calls["nginx"]:
+            text += (f"gridlb makes {calls['gridlb'] - calls['nginx']:.2f} more per request than nginx"
+                     + (f" and {calls['gridlb'] - calls['bare']:.2f} more than bare Pingora"
+                        if calls.get("bare") is not None and calls["gridlb"] > calls["bare"] else "")
+                     + "; on loopback each send runs the receiver's network stack and wakes it, so a "
+                       "system call costs far more than its own instructions. ")
+    text += (f"On this machine the client, the proxy and the substations share {tp['machine']['cores']} cores, "
+             "so every proxy's ceiling at full speed is set by its CPU per request. ")
+    advice = []
     if profile:
         dsos = dict((m.group(2).strip(), float(m.group(1))) for m in
                     re.finditer(r"^\s+([\d.]+)%\s+(\S+)\s*$", section(profile, "shared object"), re.M))
@@ -219,37 +290,95 @@ def throughput_note(tp, profile):
                      if re.search(r"malloc|_int_free|cfree|unlink_chunk|malloc_consolidate", sym))
         if dsos:
             text += ("Where gridlb's CPU goes at full speed (perf, cpu-clock samples, self time; "
-                     "bench/results/profile.txt): "
+                     "bench/results/profile.txt, `bench/scripts/profile`): "
                      + ", ".join(f"{k} {v:.0f} %" for k, v in list(dsos.items())[:3])
-                     + f"; glibc's malloc and free alone take {malloc:.0f} %. The kernel's share is mostly "
-                       "loopback TCP (a `send` runs the receiver's side of the stack and wakes it), which "
-                       "every proxy pays per system call. ")
-        calls = re.findall(r"^(\w+)\s+([\d.]+) system calls per request", profile, re.M)
-        if calls:
-            text += ("System calls per proxied request (strace -c): "
-                     + ", ".join(f"{name} {n}" for name, n in calls) + ". ")
+                     + f"; glibc's malloc and free take {malloc:.0f} %. ")
+            if malloc >= 5:
+                advice.append("cut allocations on the request path (reuse buffers, no per-request `Vec` of "
+                              "scored candidates) and try jemalloc or mimalloc as the global allocator")
         one = section(profile, "one request")
-        header = re.search(r'^sendto\(\d+, "POST /charge', one, re.M)
-        body = re.search(r'^sendto\(\d+, "\{', one, re.M)
-        if header and body:
-            text += ("gridlb writes the request to the substation as two `sendto` calls, the header and then "
-                     "the body (see the trace of one request below), where nginx (one `writev`) and HAProxy "
-                     "(one `sendto`) write it once: one extra loopback send per request, each of which runs "
-                     "the receiver's network stack and wakes it. ")
+        if re.search(r'^sendto\(\d+, "POST /charge', one, re.M) and re.search(r'^sendto\(\d+, "\{', one, re.M):
+            text += ("The trace of one request (bench/results/profile.txt) shows gridlb writing the request to "
+                     "the substation as two `sendto` calls, the header and then the body. ")
+            advice.append("write the upstream request header and the buffered body in one write")
         if re.search(r"getpeername\s+[\d.]+ per request", profile):
-            text += ("It also calls `getpeername` once per request (Pingora, on reusing a pooled connection "
-                     "to the substation). ")
-    text += ("On this machine the client, the proxy and the substations share two cores, so every "
-             "proxy's ceiling is set by its CPU per request. Beyond the system calls, gridlb's user-space "
-             "work per request is larger than nginx's or HAProxy's: Pingora's HTTP/1 machinery allocates "
-             "per request (hence the malloc share), and gridlb reads and buffers the whole body before "
-             "choosing (admission needs the power), scores every substation, and parses the load header "
-             "of every answer. Changes that would narrow the gap, for the core owner: write the upstream "
-             "request header and the buffered body in one write (the body is at most 16 KiB and already "
-             "in memory); avoid the per-request `getpeername`; cut allocations on the request path "
-             "(reuse buffers, avoid the per-request `Vec` of scored candidates); and try jemalloc or "
-             "mimalloc as the global allocator.")
-    return text
+            text += "It also calls `getpeername` once per request (Pingora, on reusing a pooled connection). "
+            advice.append("avoid the per-request `getpeername`")
+    if own is not None and own > 0:
+        text += ("gridlb's own work per request, beyond what bare Pingora does, is reading and buffering the "
+                 "whole body before choosing (admission needs the power), scoring every substation, and "
+                 "parsing the load header of every answer. ")
+    if advice:
+        text += "Changes that would narrow the gap, for the core owner: " + "; ".join(advice) + "."
+    return text.strip()
+
+
+def latency_note(tp):
+    cpu = tp.get("cpu_us_per_request") or {}
+    oha = tp["full_speed"]["oha"]
+    text = "**Why gridlb's added p99 misses a target.** "
+    for rate, f in tp["fixed_rate"].items():
+        added = {k: v["added_p99_ms"] for k, v in f.items() if k != "direct"}
+        per_round = f["gridlb"].get("added_p99_ms_per_round") or []
+        text += (f"At {int(rate):,} req/s, added p99 (median of the rounds, ms): " + figures(added, spec=".3f")
+                 + ("; gridlb round by round " + ", ".join(f"{x:.2f}" for x in per_round) if per_round else "")
+                 + (f"; added p50 gridlb {f['gridlb']['added_p50_ms']:.3f} ms" if f["gridlb"]["added_p50_ms"] is not None else ""))
+        if oha["gridlb"]["rps"] and oha["nginx"]["rps"]:
+            text += (f". That rate is {int(rate) / oha['gridlb']['rps'] * 100:.0f} % of gridlb's full-speed "
+                     f"throughput here and {int(rate) / oha['nginx']['rps'] * 100:.0f} % of nginx's. ")
+        else:
+            text += ". "
+    if cpu.get("gridlb") is not None and cpu.get("nginx") is not None:
+        if cpu["gridlb"] > cpu["nginx"]:
+            text += (f"gridlb needs more CPU per request ({cpu['gridlb']:.1f} µs against nginx's "
+                     f"{cpu['nginx']:.1f}), so at a given rate it keeps a core busy longer and a request more "
+                     "often waits behind another or for the scheduler; a server's tail grows as its load nears "
+                     "its ceiling, and the same rate is nearer gridlb's. ")
+        else:
+            text += (f"gridlb needs no more CPU per request than nginx here ({cpu['gridlb']:.1f} µs against "
+                     f"{cpu['nginx']:.1f}), so the gap is not its CPU cost: on cores shared by the client, the "
+                     "proxies and the substations a p99 is set by a few scheduling delays, which move from "
+                     "round to round (see the figures round by round). ")
+    f = tp["fixed_rate"].get("1000")
+    if f and f["bare"]["added_p99_ms"] is not None and f["gridlb"]["added_p99_ms"] is not None:
+        b, g = f["bare"]["added_p99_ms"], f["gridlb"]["added_p99_ms"]
+        if b <= g:
+            text += (f"Bare Pingora adds {b:.3f} ms at 1,000 req/s: the framework's share of gridlb's {g:.3f} ms, "
+                     f"the other {g - b:.3f} ms is gridlb's own.")
+        else:
+            text += (f"Bare Pingora adds {b:.3f} ms at 1,000 req/s, no less than gridlb's {g:.3f} ms: at this "
+                     "rate the framework, not gridlb's own work, sets the added tail.")
+    return text.strip()
+
+
+def memory_note(tp):
+    rss = tp["rss"]
+    text = ("**Why gridlb misses a memory target.** RSS under load (MiB, the largest of the 200 ms samples): "
+            + figures({k: v.get("max_mib") for k, v in rss.items()}) + "; before the load: "
+            + figures({k: v.get("idle_mib") for k, v in rss.items()}) + ". ")
+    g, b = rss["gridlb"].get("max_mib"), (rss.get("bare") or {}).get("max_mib")
+    if g is not None and b is not None and g > 0:
+        text += (f"Bare Pingora reaches {b:.1f} MiB, {min(b / g, 1) * 100:.0f} % of gridlb's {g:.1f}: that much "
+                 "is there without any of gridlb's own state. ")
+    bursts = (tp.get("bursts") or {}).get("proxies", {})
+    if bursts:
+        st = tp["bursts"]["settings"]
+        text += (f"After {st['bursts']} bursts of {st['connections']} idle connections, {st['watch_s']:g} s after "
+                 "the last (idle → peak → end, MiB): "
+                 + "; ".join(f"{PROXY_NAMES.get(k, k)} {p['idle_mib']:.1f} → {p['peak_mib']:.1f} → {p['end_mib']:.1f}"
+                             + ("" if p["back_within_2x"] else " (not back within 2x)") for k, p in bursts.items())
+                 + ". ")
+        g, b = bursts.get("gridlb"), bursts.get("bare")
+        if g and not g["back_within_2x"] and b:
+            if not b["back_within_2x"]:
+                text += ("Bare Pingora keeps it too, so what stays is the framework's or the allocator's, not "
+                         "gridlb's state. A likely cause: glibc's malloc keeps freed memory in the arena of the "
+                         "thread that freed it rather than giving it back to the kernel; a `malloc_trim` after "
+                         "a burst, fewer arenas (`MALLOC_ARENA_MAX`) or another allocator would tell.")
+            else:
+                text += ("Bare Pingora gives it back, so what stays is held by gridlb's own per-connection "
+                         "or per-request state.")
+    return text.strip()
 
 
 def section(profile, word):
@@ -418,9 +547,12 @@ def main():
         for n in notes:
             out += [n, ""]
     if tp:
-        out += [f"## Throughput and latency ({tp['date']})", "", read_md("throughput.md") or "", ""]
-        if tp["machine"].get("nginx"):
-            out += [f"Peers: {tp['machine']['nginx']}, {tp['machine']['haproxy']}; client {tp['machine']['oha']}.", ""]
+        out += [f"## Throughput, cost and memory ({tp['date']})", "", read_md("throughput.md") or "", ""]
+        m = tp["machine"]
+        if m.get("nginx"):
+            peers = [m.get(k) for k in ("nginx", "haproxy", "envoy", "caddy") if m.get(k)]
+            clients = [m.get(k) for k in ("oha", "wrk") if m.get(k)]
+            out += [f"Peers: {', '.join(peers)}; clients: {', '.join(clients)}.", ""]
     if spread:
         out += [f"## Spread ({spread['date']})", "", read_md("spread.md") or "", ""]
     if replicas:

@@ -86,15 +86,18 @@ wait_port() {
   return 1
 }
 
-# bench_build PROFILE: build gridlb, substation and the bench tools, and copy the binaries to
-# $BENCH_WORK/bin so that a rebuild during the run does not change what is measured.
+# bench_build PROFILE [PACKAGE...]: build gridlb, substation and the bench tools (and each
+# workspace PACKAGE, whose binary has the package's name, e.g. bare-pingora), and copy the
+# binaries to $BENCH_WORK/bin so that a rebuild during the run does not change what is measured.
 bench_build() {
-  local profile=$1 dir
+  local profile=$1 dir p pkgs=()
+  shift
+  for p in "$@"; do pkgs+=(-p "$p"); done
   ensure_build_tools
-  cargo build --profile "$profile" -p gridlb -p substation -p gridlb-bench --bins >&2
+  cargo build --profile "$profile" -p gridlb -p substation -p gridlb-bench "${pkgs[@]}" --bins >&2
   dir=$([ "$profile" = dev ] && echo debug || echo "$profile")
   mkdir -p "$BENCH_WORK/bin"
-  for b in gridlb substation ev-demand load-sampler grid-agent grid-limit; do
+  for b in gridlb substation ev-demand load-sampler grid-agent grid-limit "$@"; do
     cp "target/$dir/$b" "$BENCH_WORK/bin/"
   done
   BIN="$BENCH_WORK/bin"
@@ -106,6 +109,9 @@ ensure_oha() {
   echo "installing oha (cargo install oha --locked)..." >&2
   cargo install oha --locked >&2
 }
+
+# ensure_wrk: wrk from Debian when it is missing.
+ensure_wrk() { ensure_pkg wrk wrk; }
 
 # ensure_peers: nginx and HAProxy from Debian, without starting their system services.
 ensure_peers() {
@@ -292,14 +298,34 @@ start_haproxy() {
   wait_port "$port" 10
 }
 
-# rss_kib PID...: resident memory of the processes and their children, in KiB.
-rss_kib() {
-  local total=0 pid child kib
+# proc_tree PID...: the processes and all their descendants (nginx's workers, a wrapper's child).
+proc_tree() {
+  local pid
   for pid in "$@"; do
-    for child in $pid $(pgrep -P "$pid" 2>/dev/null || true); do
-      kib=$(awk '/^VmRSS:/ {print $2}' "/proc/$child/status" 2>/dev/null || echo 0)
-      total=$((total + ${kib:-0}))
-    done
+    echo "$pid"
+    # shellcheck disable=SC2046 # one pid a word
+    proc_tree $(pgrep -P "$pid" 2>/dev/null || true)
+  done
+}
+
+# rss_kib PID...: resident memory of the processes and their descendants, in KiB.
+rss_kib() {
+  local total=0 p kib
+  for p in $(proc_tree "$@"); do
+    kib=$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)
+    total=$((total + ${kib:-0}))
+  done
+  echo "$total"
+}
+
+# cpu_ticks PID...: user + system CPU time of the processes (all their threads, exited ones
+# included) and their descendants, in clock ticks (`getconf CLK_TCK` a second): fields 14 and
+# 15 of /proc/PID/stat, read after the command name (which may hold spaces).
+cpu_ticks() {
+  local total=0 p t
+  for p in $(proc_tree "$@"); do
+    t=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}' || true)
+    total=$((total + ${t:-0}))
   done
   echo "$total"
 }

