@@ -49,7 +49,7 @@ pub use power::{Power, PowerError};
 pub use report::{HeaderReport, LoadReport, ReportError, ReportVersion};
 pub use request_id::{MAX_REQUEST_ID_LEN, REQUEST_ID_HEADER, RequestId, RequestIdError};
 pub use rng::{SharedRng, SplitMix64, mix};
-pub use session::{RandomnessError, SessionId};
+pub use session::{RandomnessError, SessionId, random_bits};
 
 /// Header carrying a substation's load report on every `/charge` answer.
 pub const LOAD_HEADER: &str = "x-substation-load";

@@ -33,10 +33,12 @@ pub fn of(request: &RequestHeader) -> Option<RequestId> {
     RequestId::parse(value.as_bytes()).ok()
 }
 
-/// A new id: 128 bits from the OS CSPRNG (`getrandom`).
+/// A new id: 128 bits from a CSPRNG seeded by the OS (`gridlb_protocol::random_bits`).
 pub fn generate() -> RequestId {
     let mut bits = [0u8; 16];
-    if getrandom::fill(&mut bits).is_err() {
+    if let Ok(random) = gridlb_protocol::random_bits() {
+        bits = random;
+    } else {
         // No OS randomness (never seen on Linux): still unique within the process, though
         // guessable.
         static COUNTER: AtomicU64 = AtomicU64::new(0);
