@@ -90,6 +90,8 @@ fn run(args: DemoArgs) -> anyhow::Result<()> {
             capacity_kw,
             time_scale: TIME_SCALE,
             orca_form: Default::default(),
+            max_session_kw: gridlb_protocol::MAX_SESSION_KW,
+            max_duration_s: gridlb_protocol::MAX_DURATION_S,
         };
         substations.push(side.block_on(substation::Server::start(config))?);
     }

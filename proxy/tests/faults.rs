@@ -125,6 +125,8 @@ async fn killed_substation_fails_no_request_that_never_reached_it_and_returns_wi
         capacity_kw: 100_000.0,
         time_scale: 1.0,
         orca_form: Default::default(),
+        max_session_kw: gridlb_protocol::MAX_SESSION_KW,
+        max_duration_s: gridlb_protocol::MAX_DURATION_S,
     })
     .await
     .expect("the same port binds again");

@@ -1,7 +1,7 @@
 //! Configuration of one substation, in two layers (as in river's `config/internal.rs`).
 //!
 //! - [`Cli`] (command-line flags) and the YAML file (`--config FILE`, keys `id`, `listen`,
-//!   `capacity_kw`, `time_scale`, unknown keys refused) mirror what a user writes; every field
+//!   `capacity_kw`, `time_scale`, `max_session_kw`, `max_duration_s`, unknown keys refused) mirror what a user writes; every field
 //!   is optional there.
 //! - [`Config`] is the one validated type the rest of the crate uses. [`Cli::into_config`]
 //!   reads the file, lets each given flag override the file's value, fills defaults
@@ -35,6 +35,12 @@ pub struct Config {
     /// The form of the ORCA header's text: the contract's `key=value` (default), or
     /// `key:value` for a grid balanced by Envoy, whose parser reads only that.
     pub orca_form: gridlb_protocol::OrcaTextForm,
+    /// The most power one session may ask for, in kW (finite, > 0, at most the protocol's
+    /// [`gridlb_protocol::MAX_SESSION_KW`], the default); more is answered `400`.
+    pub max_session_kw: f64,
+    /// The longest session, in simulated seconds (finite, > 0, at most the protocol's
+    /// [`gridlb_protocol::MAX_DURATION_S`], one week, the default); longer is answered `400`.
+    pub max_duration_s: f64,
 }
 
 /// Why a configuration was refused.
@@ -88,7 +94,15 @@ pub struct Cli {
     /// parser reads, instead of the contract's `key=value`.
     #[arg(long)]
     pub orca_colon: bool,
-    /// YAML file with the keys id, listen, capacity_kw, time_scale; flags override it.
+    /// The most power one session may ask for, in kW [default: 1e9, the protocol's bound].
+    #[arg(long, value_name = "KW", allow_negative_numbers = true)]
+    pub max_session_kw: Option<f64>,
+    /// The longest session, in simulated seconds [default: 604800, one week, the protocol's
+    /// bound].
+    #[arg(long, value_name = "S", allow_negative_numbers = true)]
+    pub max_duration_s: Option<f64>,
+    /// YAML file with the keys id, listen, capacity_kw, time_scale, max_session_kw,
+    /// max_duration_s; flags override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 }
@@ -101,6 +115,8 @@ struct FileConfig {
     listen: Option<String>,
     capacity_kw: Option<f64>,
     time_scale: Option<f64>,
+    max_session_kw: Option<f64>,
+    max_duration_s: Option<f64>,
 }
 
 impl Cli {
@@ -129,6 +145,14 @@ impl Cli {
             } else {
                 gridlb_protocol::OrcaTextForm::Equals
             },
+            max_session_kw: self
+                .max_session_kw
+                .or(file.max_session_kw)
+                .unwrap_or(gridlb_protocol::MAX_SESSION_KW),
+            max_duration_s: self
+                .max_duration_s
+                .or(file.max_duration_s)
+                .unwrap_or(gridlb_protocol::MAX_DURATION_S),
         };
         config.validate()?;
         Ok(config)
@@ -158,6 +182,22 @@ impl Config {
                 "time_scale",
                 self.time_scale.to_string(),
                 "must be a finite number greater than zero",
+            ));
+        }
+        let kw = self.max_session_kw;
+        if !(kw.is_finite() && kw > 0.0 && kw <= gridlb_protocol::MAX_SESSION_KW) {
+            return Err(invalid(
+                "max_session_kw",
+                kw.to_string(),
+                "must be a finite number greater than zero and at most 1e9",
+            ));
+        }
+        let s = self.max_duration_s;
+        if !(s.is_finite() && s > 0.0 && s <= gridlb_protocol::MAX_DURATION_S) {
+            return Err(invalid(
+                "max_duration_s",
+                s.to_string(),
+                "must be a finite number greater than zero and at most 604800 (one week)",
             ));
         }
         Ok(())
@@ -316,13 +356,22 @@ mod tests {
 
     #[test]
     fn bad_values_are_refused_with_key_and_value() {
-        let cases: [(&[&str], &str); 6] = [
+        let cases: [(&[&str], &str); 9] = [
             (&["--capacity-kw", "-5"], "capacity_kw: -5 is not valid"),
             (&["--capacity-kw", "NaN"], "capacity_kw: NaN is not valid"),
             (&["--capacity-kw", "inf"], "capacity_kw: inf is not valid"),
             (&["--time-scale", "0"], "time_scale: 0 is not valid"),
             (&["--listen", "nowhere"], "listen: \"nowhere\" is not valid"),
             (&["--id", "s 1"], "id: \"s 1\" is not valid"),
+            (&["--max-session-kw", "0"], "max_session_kw: 0 is not valid"),
+            (
+                &["--max-session-kw", "2e9"],
+                "max_session_kw: 2000000000 is not valid",
+            ),
+            (
+                &["--max-duration-s", "604801"],
+                "max_duration_s: 604801 is not valid",
+            ),
         ];
         for (extra, expected) in cases {
             let mut args = extra.to_vec();

@@ -51,6 +51,9 @@ pub struct Substation {
     wake_reaper: Notify,
     /// How the ORCA header's text is written (see `Config::orca_form`).
     orca_colon: std::sync::atomic::AtomicBool,
+    /// `Config::max_session_kw` and `Config::max_duration_s` (f64 bits).
+    max_session_kw: std::sync::atomic::AtomicU64,
+    max_duration_s: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
@@ -145,6 +148,8 @@ impl Substation {
             metrics: Metrics::new(capacity_kw, epoch),
             wake_reaper: Notify::new(),
             orca_colon: std::sync::atomic::AtomicBool::new(false),
+            max_session_kw: gridlb_protocol::MAX_SESSION_KW.to_bits().into(),
+            max_duration_s: gridlb_protocol::MAX_DURATION_S.to_bits().into(),
         })
     }
 
@@ -253,6 +258,23 @@ impl Substation {
         let colon = form == gridlb_protocol::OrcaTextForm::Colon;
         self.orca_colon
             .store(colon, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Refuse sessions over `max_kw` or longer than `max_duration_s` (within the protocol's
+    /// bounds, which hold by default).
+    pub fn set_session_bounds(&self, max_kw: f64, max_duration_s: f64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.max_session_kw.store(max_kw.to_bits(), Relaxed);
+        self.max_duration_s.store(max_duration_s.to_bits(), Relaxed);
+    }
+
+    /// The session bounds: the most kW and the longest duration one session may ask for.
+    pub fn session_bounds(&self) -> (f64, f64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            f64::from_bits(self.max_session_kw.load(Relaxed)),
+            f64::from_bits(self.max_duration_s.load(Relaxed)),
+        )
     }
 
     /// The ORCA header's text for `report`, in this substation's form.

@@ -258,7 +258,9 @@ where
 }
 
 fn parse_charge(state: &Substation, body: &[u8]) -> Result<ChargeRequest, Refusal> {
+    let (max_kw, max_duration_s) = state.session_bounds();
     let checked = ChargeRequest::parse(body)
+        .and_then(|charge| charge.check_limits(max_kw, max_duration_s).map(|()| charge))
         .and_then(|charge| charge.check_capacity(state.capacity_kw()).map(|()| charge));
     checked.map_err(|e| {
         let status = match e {

@@ -18,6 +18,8 @@
 //!     capacity_kw: 500.0,
 //!     time_scale: 60.0,
 //!     orca_form: Default::default(),
+//!     max_session_kw: gridlb_protocol::MAX_SESSION_KW,
+//!     max_duration_s: gridlb_protocol::MAX_DURATION_S,
 //! };
 //! let server = substation::Server::start(config).await?;
 //! println!("{} on {}: {:?}", server.state.id(), server.addr, server.state.report());

@@ -48,6 +48,7 @@ impl Server {
         let addr = listener.local_addr()?;
         let state = Substation::new(&config.id, config.capacity_kw, config.time_scale);
         state.set_orca_form(config.orca_form);
+        state.set_session_bounds(config.max_session_kw, config.max_duration_s);
         let (stop, stopped) = watch::channel(false);
         let accept = tokio::spawn(accept_loop(listener, Arc::clone(&state), stopped));
         let reaper = tokio::spawn(Arc::clone(&state).expire_sessions());

@@ -19,6 +19,8 @@ fn config(id: &str, capacity_kw: f64) -> Config {
         capacity_kw,
         time_scale: 1.0,
         orca_form: Default::default(),
+        max_session_kw: gridlb_protocol::MAX_SESSION_KW,
+        max_duration_s: gridlb_protocol::MAX_DURATION_S,
     }
 }
 

@@ -33,6 +33,8 @@ pub async fn substation(name: &str, capacity_kw: f64, time_scale: f64) -> substa
         capacity_kw,
         time_scale,
         orca_form: Default::default(),
+        max_session_kw: gridlb_protocol::MAX_SESSION_KW,
+        max_duration_s: gridlb_protocol::MAX_DURATION_S,
     })
     .await
     .expect("substation starts on a free port")

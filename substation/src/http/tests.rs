@@ -404,3 +404,24 @@ async fn a_valid_request_id_is_echoed_and_an_invalid_one_is_not() {
     let reply = send_with(&s, "GET", "/nope", "", &[(REQUEST_ID_HEADER, "a b")]).await;
     assert!(reply.headers.get(REQUEST_ID_HEADER).is_none());
 }
+
+#[tokio::test]
+async fn sessions_over_the_configured_bounds_are_400_and_book_nothing() {
+    let s = Substation::new("s1", 1000.0, 1.0);
+    s.set_session_bounds(50.0, 3600.0);
+    for (body, field) in [
+        (charge(51.0, 60.0), "power_kw"),
+        (charge(11.0, 3601.0), "duration_s"),
+    ] {
+        let reply = send(&s, "POST", "/charge", &body).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(reply.error().field.as_deref(), Some(field), "{body}");
+    }
+    let at_the_bounds = send(&s, "POST", "/charge", &charge(50.0, 3600.0)).await;
+    assert_eq!(at_the_bounds.status, StatusCode::CREATED);
+    assert_eq!(
+        at_the_bounds.load().load_kw,
+        50.0,
+        "only the one within bounds"
+    );
+}
