@@ -16,13 +16,14 @@ import json
 import os
 import statistics
 
-CONFIGS = ["direct", "gridlb", "bare", "nginx", "haproxy", "envoy", "caddy"]
+CONFIGS = ["direct", "gridlb", "bare", "floor", "nginx", "haproxy", "envoy", "caddy"]
 PROXIES = CONFIGS[1:]
 CLIENTS = ["oha", "wrk"]
 LABELS = {
     "direct": "client → substation (no proxy)",
     "gridlb": "gridlb (least-load)",
     "bare": "bare Pingora (round robin)",
+    "floor": "Pingora answering itself (no upstream)",
     "nginx": "nginx (least_conn)",
     "haproxy": "HAProxy (leastconn + agent)",
     "envoy": "Envoy (LEAST_REQUEST)",
@@ -244,6 +245,7 @@ def main():
             "gridlb_over_haproxy": ratio(full[client]["gridlb"]["rps"], full[client]["haproxy"]["rps"]),
             "gridlb_over_bare": ratio(full[client]["gridlb"]["rps"], full[client]["bare"]["rps"]),
             "bare_over_nginx": ratio(full[client]["bare"]["rps"], full[client]["nginx"]["rps"]),
+            "floor_over_nginx": ratio(full[client]["floor"]["rps"], full[client]["nginx"]["rps"]),
         } for client in CLIENTS},
     }
     os.makedirs(a.out, exist_ok=True)
@@ -284,7 +286,8 @@ def markdown(r):
         ra = r["ratios"][client]
         lines.append(f"{client}: gridlb / nginx = **{fmt(ra['gridlb_over_nginx'], '.2f')}**, gridlb / HAProxy = "
                      f"**{fmt(ra['gridlb_over_haproxy'], '.2f')}**, gridlb / bare Pingora = "
-                     f"{fmt(ra['gridlb_over_bare'], '.2f')}, bare Pingora / nginx = {fmt(ra['bare_over_nginx'], '.2f')} "
+                     f"{fmt(ra['gridlb_over_bare'], '.2f')}, bare Pingora / nginx = {fmt(ra['bare_over_nginx'], '.2f')}, "
+                     f"Pingora answering itself / nginx = {fmt(ra.get('floor_over_nginx'), '.2f')} "
                      "(req/s at full speed).  ")
     lines.append("")
     for rate, cfgs in r["fixed_rate"].items():
@@ -293,6 +296,8 @@ def markdown(r):
                   "| --- | ---: | ---: | ---: | ---: | ---: |"]
         for cfg in CONFIGS:
             c = cfgs[cfg]
+            if not c["runs"]:
+                continue
             lines.append(f"| {LABELS[cfg]} | {fmt(c['rps'])} | {fmt(c['p50_ms'], '.3f')} | {fmt(c['p99_ms'], '.3f')} | "
                          f"{fmt(c['added_p50_ms'], '.3f')} | {fmt(c['added_p99_ms'], '.3f')} |")
         lines.append("")

@@ -177,7 +177,8 @@ def figures(values, names=None, spec=".1f", unit=""):
                      if (v := values.get(k)) is not None)
 
 
-PROXY_NAMES = {"bare": "bare Pingora", "haproxy": "HAProxy", "envoy": "Envoy", "caddy": "Caddy"}
+PROXY_NAMES = {"bare": "bare Pingora", "floor": "Pingora answering itself", "haproxy": "HAProxy",
+               "envoy": "Envoy", "caddy": "Caddy"}
 
 
 def throughput_targets(tp, profile, rows, notes):
@@ -271,6 +272,14 @@ def throughput_note(tp, profile):
             else:
                 text += (f"gridlb spends no more than bare Pingora, so its {g - n:.1f} µs over nginx are the "
                          "framework's. ")
+    f = cpu.get("floor")
+    if None not in (g, f, n):
+        text += (f"Pingora answering every request itself, with no upstream at all (the same service gridlb "
+                 f"runs, `bare-pingora --answer`), spends {f:.1f} µs per request: "
+                 + (f"{f / n * 100:.0f} % of nginx's {n:.1f} µs for a whole proxied exchange, "
+                    if f < n else f"more than nginx's {n:.1f} µs for a whole proxied exchange, ")
+                 + f"before any upstream work; gridlb's exchange with the substation and its own work cost the "
+                   f"other {g - f:.1f} µs. ")
     if calls.get("gridlb") is not None:
         tool = tp["syscalls"].get("tool")
         text += f"System calls per request ({tool}): " + figures(calls, spec=".2f") + ". "

@@ -9,15 +9,23 @@
 //! connections are kept alive as Pingora does by default. Worker threads: `--threads`
 //! (2, gridlb's in the bench).
 //!
+//! With `--answer` it proxies nothing: every request's body is read and answered with a fixed
+//! `201` in `request_filter`, the phase where gridlb answers its own requests. That is the
+//! floor of a Pingora service: its listener, runtime and client HTTP/1 session, with no
+//! upstream at all.
+//!
 //! ```sh
 //! bare-pingora --listen 127.0.0.1:8080 --threads 2 127.0.0.1:9001 127.0.0.1:9002
+//! bare-pingora --listen 127.0.0.1:8081 --threads 2 --answer
 //! ```
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use clap::Parser;
 use pingora_core::server::Server;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::upstreams::peer::HttpPeer;
+use pingora_http::ResponseHeader;
 use pingora_load_balancing::LoadBalancer;
 use pingora_load_balancing::selection::RoundRobin;
 use pingora_proxy::{ProxyHttp, Session};
@@ -33,9 +41,55 @@ struct Cli {
     /// Worker threads of the proxy service.
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// Proxy nothing: answer every request with a fixed `201` (the framework's floor).
+    #[arg(long, conflicts_with = "upstreams")]
+    answer: bool,
     /// Upstream addresses (host:port), taken in turn.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "answer")]
     upstreams: Vec<String>,
+}
+
+/// The fixed answer of `--answer`: the shape and size of a substation's `201`.
+const BOOKED: &[u8] = br#"{"session_id":"s1-00000000000000000000000000000001","substation":"s1","power_kw":11.0,"duration_s":1.0}"#;
+
+/// Reads each request's body and answers it itself; never reaches an upstream.
+struct Answer;
+
+#[async_trait]
+impl ProxyHttp for Answer {
+    type CTX = ();
+
+    fn new_ctx(&self) {}
+
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut (),
+    ) -> pingora_core::Result<bool> {
+        while session.read_request_body().await?.is_some() {}
+        let mut head = ResponseHeader::build(201, Some(3))?;
+        head.insert_header("content-type", "application/json")?;
+        head.insert_header("content-length", BOOKED.len().to_string())?;
+        head.insert_header("location", "/charge/s1-00000000000000000000000000000001")?;
+        session.write_response_header(Box::new(head), false).await?;
+        session
+            .write_response_body(Some(Bytes::from_static(BOOKED)), true)
+            .await?;
+        Ok(true)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut (),
+    ) -> pingora_core::Result<Box<HttpPeer>> {
+        pingora_core::Error::e_explain(
+            pingora_core::ErrorType::InternalError,
+            "answers every request itself",
+        )
+    }
+
+    fn init_downstream_modules(&self, _modules: &mut pingora_core::modules::http::HttpModules) {}
 }
 
 /// Round robin over the upstreams; nothing per request beyond choosing the next one.
@@ -63,7 +117,6 @@ impl ProxyHttp for Bare {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let upstreams = LoadBalancer::try_from_iter(cli.upstreams.iter().map(String::as_str))?;
     let conf = ServerConf {
         threads: cli.threads,
         grace_period_seconds: Some(0),
@@ -72,12 +125,23 @@ fn main() -> anyhow::Result<()> {
     };
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
     server.bootstrap();
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Bare(Arc::new(upstreams)),
-        "bare-pingora",
-    );
-    proxy.add_tcp(&cli.listen);
-    server.add_service(proxy);
+    if cli.answer {
+        let mut service = pingora_proxy::http_proxy_service_with_name(
+            &server.configuration,
+            Answer,
+            "bare-pingora",
+        );
+        service.add_tcp(&cli.listen);
+        server.add_service(service);
+    } else {
+        let upstreams = LoadBalancer::try_from_iter(cli.upstreams.iter().map(String::as_str))?;
+        let mut proxy = pingora_proxy::http_proxy_service_with_name(
+            &server.configuration,
+            Bare(Arc::new(upstreams)),
+            "bare-pingora",
+        );
+        proxy.add_tcp(&cli.listen);
+        server.add_service(proxy);
+    }
     server.run_forever()
 }
