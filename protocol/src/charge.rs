@@ -23,6 +23,13 @@ pub struct ChargeRequest {
     pub duration_s: f64,
 }
 
+/// What [`ChargeRequest::peek`] found in a body.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Peek {
+    pub power_kw: Option<f64>,
+    pub duration_s: Option<f64>,
+}
+
 /// Why a charge request was refused as bad input. [`ChargeError::field`] names the field so
 /// that the `400` answer can say which one.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -99,18 +106,6 @@ impl ChargeRequest {
         over_limit("duration_s", self.duration_s, max_duration_s)
     }
 
-    /// Only the duration, leniently (see [`ChargeRequest::peek_power`]): `None` when the body
-    /// has no numeric `duration_s`.
-    pub fn peek_duration(body: &[u8]) -> Option<f64> {
-        #[derive(Deserialize)]
-        struct Peek {
-            duration_s: f64,
-        }
-        serde_json::from_slice::<Peek>(body)
-            .ok()
-            .map(|p| p.duration_s)
-    }
-
     /// Refuse a request larger than the whole capacity: it can never fit.
     pub fn check_capacity(&self, capacity_kw: f64) -> Result<(), ChargeError> {
         if self.power_kw > capacity_kw {
@@ -122,16 +117,26 @@ impl ChargeRequest {
         Ok(())
     }
 
-    /// Only the power, for a receiver (the proxy) that must not reject what the substation
-    /// would accept: reads `power_kw` from a JSON object and validates it, ignoring the rest.
-    pub fn peek_power(body: &[u8]) -> Result<f64, ChargeError> {
+    /// What a receiver that must not reject what the substation would accept (the proxy)
+    /// reads of a body, in one pass: `power_kw` when it is a number greater than zero, and
+    /// `duration_s` when it is a number; each independently of the other and of the rest of
+    /// the body, which only the substation judges.
+    pub fn peek(body: &[u8]) -> Peek {
         #[derive(Deserialize)]
-        struct Peek {
-            power_kw: f64,
+        struct Fields {
+            power_kw: Option<serde_json::Value>,
+            duration_s: Option<serde_json::Value>,
         }
-        let peek: Peek = from_json(body)?;
-        positive("power_kw", peek.power_kw)?;
-        Ok(peek.power_kw)
+        let Ok(fields) = serde_json::from_slice::<Fields>(body) else {
+            return Peek::default();
+        };
+        Peek {
+            power_kw: fields
+                .power_kw
+                .and_then(|v| v.as_f64())
+                .filter(|kw| positive("power_kw", *kw).is_ok()),
+            duration_s: fields.duration_s.and_then(|v| v.as_f64()),
+        }
     }
 }
 
@@ -265,8 +270,8 @@ mod tests {
             ChargeRequest::parse(huge).unwrap_err().field(),
             Some("power_kw")
         );
-        assert_eq!(ChargeRequest::peek_duration(long), Some(1e300));
-        assert_eq!(ChargeRequest::peek_duration(b"{}"), None);
+        assert_eq!(ChargeRequest::peek(long).duration_s, Some(1e300));
+        assert_eq!(ChargeRequest::peek(b"{}").duration_s, None);
     }
 
     #[test]
@@ -344,19 +349,35 @@ mod tests {
     }
 
     #[test]
-    fn peek_power_reads_only_the_power() {
+    fn peek_reads_the_power_and_the_duration_each_on_its_own() {
+        let peek = ChargeRequest::peek(br#"{"power_kw":7.4,"other":1,"duration_s":60}"#);
+        assert_eq!(peek.power_kw, Some(7.4));
+        assert_eq!(peek.duration_s, Some(60.0));
+        assert_eq!(ChargeRequest::peek(br#"{"power_kw":0}"#).power_kw, None);
+        let bad_power = ChargeRequest::peek(br#"{"power_kw":"11","duration_s":60}"#);
         assert_eq!(
-            ChargeRequest::peek_power(br#"{"power_kw":7.4,"other":1}"#).unwrap(),
-            7.4
+            bad_power,
+            Peek {
+                power_kw: None,
+                duration_s: Some(60.0)
+            }
         );
-        assert!(ChargeRequest::peek_power(br#"{"power_kw":0}"#).is_err());
+        let bad_duration = ChargeRequest::peek(br#"{"power_kw":11,"duration_s":[1]}"#);
+        assert_eq!(
+            bad_duration,
+            Peek {
+                power_kw: Some(11.0),
+                duration_s: None
+            }
+        );
+        assert_eq!(ChargeRequest::peek(b"[11]"), Peek::default());
     }
 
     proptest::proptest! {
         #[test]
         fn parser_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..400)) {
             let _ = ChargeRequest::parse(&bytes);
-            let _ = ChargeRequest::peek_power(&bytes);
+            let _ = ChargeRequest::peek(&bytes);
         }
     }
 }

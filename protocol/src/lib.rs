@@ -39,7 +39,7 @@ mod token;
 
 pub use charge::{
     CHARGER_MIX, ChargeAccepted, ChargeError, ChargeRequest, ErrorBody, MAX_DURATION_S,
-    MAX_SESSION_KW, parse_charge_kw,
+    MAX_SESSION_KW, Peek, parse_charge_kw,
 };
 pub use clock::unix_now;
 pub use key::{IdempotencyKey, KeyError, MAX_KEY_LEN};

@@ -578,6 +578,50 @@ async fn hop_by_hop_headers_are_stripped_and_the_client_is_named() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_s_headers_reach_the_client_in_order_but_its_hop_by_hop_ones() {
+    let double = Double::start(|req| {
+        if req.path() == "/load" {
+            return Reply::new(200, report_json("d", 1, 1, 0.0, 1e6));
+        }
+        Reply::new(
+            201,
+            format!(r#"{{"session_id":"d-{TOKEN}","substation":"d","power_kw":1,"load_kw":0,"capacity_kw":1000000}}"#),
+        )
+        .header("X-Note", "first")
+        .header("x-substation-load", report_header(1, 1, 0.0, 1e6))
+        .header("x-note", "second")
+        .header("keep-alive", "timeout=5")
+        .header("set-cookie", "a=1")
+        .header("set-cookie", "b=2")
+        .header("x-single", "only")
+    })
+    .await;
+    let proxy = Proxy::start(&[("d", double.addr)], probes()).await;
+    let answer = raw_request(
+        proxy.listen,
+        &raw_charge("/charge", "x", &[], BODY),
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("an answer");
+    assert_eq!(answer.status, 201, "{answer:?}");
+    let values = |name: &str| -> Vec<&str> {
+        answer
+            .headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    assert_eq!(values("x-note"), ["first", "second"], "{answer:?}");
+    assert_eq!(values("set-cookie"), ["a=1", "b=2"], "{answer:?}");
+    assert_eq!(values("x-single"), ["only"]);
+    assert_eq!(values("x-substation-load").len(), 1);
+    assert!(values("keep-alive").is_empty(), "{answer:?}");
+    assert_eq!(answer.header("x-gridlb-substation"), Some("d"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_on_the_wire_never_takes_the_proxy_down() {
     let s = substation("s1", 1000.0, 1.0).await;
     let proxy = Proxy::start(&[("s1", s.addr)], probes()).await;

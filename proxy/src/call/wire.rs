@@ -74,6 +74,22 @@ fn malformed(why: &'static str) -> CallError {
     CallError::Malformed(why)
 }
 
+/// The protocol's own headers, which every answer carries: made from static names, they cost
+/// no allocation when parsed or passed on (other names not in `http`'s standard set do).
+const PROTOCOL_HEADERS: [&str; 4] = [
+    gridlb_protocol::LOAD_HEADER,
+    gridlb_protocol::SESSION_REMAINING_HEADER,
+    gridlb_protocol::ORCA_HEADER,
+    gridlb_protocol::REQUEST_ID_HEADER,
+];
+
+fn protocol_header(name: &str) -> Option<http::HeaderName> {
+    PROTOCOL_HEADERS
+        .iter()
+        .find(|known| known.eq_ignore_ascii_case(name))
+        .map(|known| http::HeaderName::from_static(known))
+}
+
 /// The head at the start of `buf`, `None` when it is not complete yet.
 pub(super) fn parse_head(buf: &[u8]) -> Result<Option<Head>, CallError> {
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -91,8 +107,11 @@ pub(super) fn parse_head(buf: &[u8]) -> Result<Option<Head>, CallError> {
     let mut close = false;
     let mut keep_alive = false;
     for h in answer.headers.iter() {
-        let name = http::HeaderName::from_bytes(h.name.as_bytes())
-            .map_err(|_| malformed("bad header name"))?;
+        let name = match protocol_header(h.name) {
+            Some(name) => name,
+            None => http::HeaderName::from_bytes(h.name.as_bytes())
+                .map_err(|_| malformed("bad header name"))?,
+        };
         let value =
             http::HeaderValue::from_bytes(h.value).map_err(|_| malformed("bad header value"))?;
         if name == http::header::CONTENT_LENGTH {

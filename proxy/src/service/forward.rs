@@ -11,7 +11,8 @@ use pingora_http::RequestHeader;
 use std::net::IpAddr;
 
 /// Headers that describe one hop and must not be forwarded (`expect` too: gridlb sends the
-/// whole body at once, and the framing headers are written for the hop by `crate::call`).
+/// whole body at once). The framing headers (`content-length`, `transfer-encoding`) are not
+/// listed: `crate::call` leaves out whatever a request carries and writes its own.
 const HOP_BY_HOP: &[&str] = &[
     "connection",
     "keep-alive",
@@ -22,8 +23,6 @@ const HOP_BY_HOP: &[&str] = &[
     "trailer",
     "upgrade",
     "expect",
-    "content-length",
-    "transfer-encoding",
 ];
 
 pub(super) const FORWARDED_FOR: &str = "x-forwarded-for";
@@ -95,7 +94,7 @@ mod tests {
             ("connection", "close, x-secret"),
             ("x-secret", "1"),
             ("x-kept", "1"),
-            ("content-length", "2"),
+            ("proxy-authorization", "Basic Zm9vOmJhcg=="),
         ]);
         let (kept, xff) = sent(&r, "192.0.2.7", &[]);
         assert_eq!(xff.as_deref(), Some("192.0.2.7"));

@@ -236,10 +236,25 @@ impl GridProxy {
         state: &SubstationState,
         answer: Answer,
     ) -> Result<bool> {
-        let mut head = ResponseHeader::build(answer.status, Some(answer.headers.len() + 3))?;
-        for (name, value) in &answer.headers {
-            if !is_hop_by_hop(name) {
-                head.append_header(name.clone(), value.clone())?;
+        // No case map: header names go out as the substation's parse made them (lowercase, or
+        // titled for the standard ones); moved, not cloned.
+        let mut head =
+            ResponseHeader::build_no_case(answer.status, Some(answer.headers.len() + 3))?;
+        let mut entries = answer.headers.into_iter().peekable();
+        let mut name = None;
+        while let Some((next, value)) = entries.next() {
+            // A `None` name: another value of the header named last.
+            if next.is_some() {
+                name = next;
+            }
+            let more_values = matches!(entries.peek(), Some((None, _)));
+            let this = if more_values {
+                name.clone()
+            } else {
+                name.take()
+            };
+            if let Some(this) = this.filter(|n| !is_hop_by_hop(n)) {
+                head.append_header(this, value)?;
             }
         }
         head.insert_header(SUBSTATION_HEADER, state.name.as_str())?;

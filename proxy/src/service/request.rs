@@ -74,6 +74,7 @@ impl GridProxy {
             }
             body.extend_from_slice(&chunk);
         }
+        let peek = ChargeRequest::peek(&body);
         ctx.kw = match session.req_header().headers.get(CHARGE_KW_HEADER) {
             Some(value) => match value
                 .to_str()
@@ -92,11 +93,12 @@ impl GridProxy {
                     return Ok(true);
                 }
             },
-            None => ChargeRequest::peek_power(&body)
+            None => peek
+                .power_kw
                 .unwrap_or(self.table().config().selection.default_request_kw),
         };
         let limits = &self.table().config().limits;
-        let duration = ChargeRequest::peek_duration(&body).unwrap_or(0.0);
+        let duration = peek.duration_s.unwrap_or(0.0);
         let over = ChargeRequest {
             vehicle_id: String::new(),
             power_kw: ctx.kw,
@@ -109,7 +111,7 @@ impl GridProxy {
         }
         // The header is a promise about the body: gridlb reserves what the header says, the
         // substation books what the body says, so they must agree.
-        if let Ok(body_kw) = ChargeRequest::peek_power(&body)
+        if let Some(body_kw) = peek.power_kw
             && (body_kw - ctx.kw).abs() > 1e-9 * body_kw.max(1.0)
         {
             let err = ErrorBody::new(
@@ -128,7 +130,7 @@ impl GridProxy {
                 .map_err(|_| "is not ASCII".to_string())
                 .and_then(|k| IdempotencyKey::parse(k).map_err(|e| e.to_string()));
             match parsed {
-                Ok(key) => ctx.idempotency_key = Some(key.as_str().to_string()),
+                Ok(key) => ctx.idempotency_key = Some(key.into_string()),
                 Err(why) => {
                     let err = ErrorBody::new(
                         format!("{IDEMPOTENCY_HEADER}: {why}"),
@@ -144,7 +146,7 @@ impl GridProxy {
             None => IdempotencyKey::generate()
                 .map_err(|e| log::warn!("booking without an idempotency key: {e}"))
                 .ok()
-                .map(|k| k.as_str().to_string()),
+                .map(IdempotencyKey::into_string),
         };
         ctx.body = body.freeze();
         let chosen = self
@@ -201,7 +203,7 @@ impl GridProxy {
             return Ok(true);
         }
         let head = session.req_header();
-        let header_bytes: usize = head.uri.to_string().len()
+        let header_bytes: usize = head.raw_path().len()
             + head
                 .headers
                 .iter()
@@ -288,7 +290,7 @@ pub(super) async fn respond_json(
         Some(id) => crate::request_id::stamp_error_body(body, id),
         None => body,
     };
-    let mut resp = ResponseHeader::build(status, Some(headers.len() + 3))?;
+    let mut resp = ResponseHeader::build_no_case(status, Some(headers.len() + 3))?;
     if let Some(id) = &id {
         crate::request_id::stamp(&mut resp, id);
     }
