@@ -256,30 +256,34 @@ def throughput_note(tp, profile):
             + ", ".join(f"{PROXY_NAMES.get(k, k)} {v['rps']:.0f} / {full['wrk'][k]['rps']:.0f}"
                         for k, v in full["oha"].items() if v["rps"] and full["wrk"][k]["rps"]) + ". ")
     g, b, n = cpu.get("gridlb"), cpu.get("bare"), cpu.get("nginx")
+    f = cpu.get("floor")
     own = None
     if None not in (g, b, n):
         text += "CPU time per request, µs: " + figures(cpu) + ". "
         own = g - b
-        if g > n:
-            frame = b - n
-            if frame > 0 and own > 0:
-                text += (f"Of gridlb's {g - n:.1f} µs over nginx, {frame:.1f} µs are the framework's (bare "
-                         "Pingora, which only takes the next substation in turn, spends that much more than "
-                         f"nginx) and {own:.1f} µs gridlb's own work on top of Pingora. ")
-            elif frame <= 0:
-                text += (f"Bare Pingora spends no more than nginx, so gridlb's {g - n:.1f} µs over nginx are "
-                         "its own work on top of Pingora. ")
-            else:
-                text += (f"gridlb spends no more than bare Pingora, so its {g - n:.1f} µs over nginx are the "
-                         "framework's. ")
-    f = cpu.get("floor")
+        if g > n and b >= g:
+            text += (f"Bare Pingora, which only takes the next substation in turn, spends more than gridlb: "
+                     "Pingora's own upstream path costs more than gridlb's exchange, so it does not say "
+                     "how much of gridlb's cost is the framework's. ")
+        elif g > n and b > n:
+            text += (f"Of gridlb's {g - n:.1f} µs over nginx, {b - n:.1f} µs are the framework's (bare "
+                     "Pingora, which only takes the next substation in turn, spends that much more than "
+                     f"nginx) and {own:.1f} µs gridlb's own work on top of Pingora. ")
+        elif g > n:
+            text += (f"Bare Pingora spends no more than nginx, so gridlb's {g - n:.1f} µs over nginx are "
+                     "its own work on top of Pingora. ")
     if None not in (g, f, n):
         text += (f"Pingora answering every request itself, with no upstream at all (the same service gridlb "
-                 f"runs, `bare-pingora --answer`), spends {f:.1f} µs per request: "
-                 + (f"{f / n * 100:.0f} % of nginx's {n:.1f} µs for a whole proxied exchange, "
-                    if f < n else f"more than nginx's {n:.1f} µs for a whole proxied exchange, ")
-                 + f"before any upstream work; gridlb's exchange with the substation and its own work cost the "
-                   f"other {g - f:.1f} µs. ")
+                 f"runs, `bare-pingora --answer`), spends {f:.1f} µs per request"
+                 + (f", {f / n * 100:.0f} % of nginx's {n:.1f} µs for a whole proxied exchange: "
+                    if f < n else f", more than nginx's {n:.1f} µs for a whole proxied exchange: ")
+                 + "that is the floor of the listener, the runtime and the client's HTTP/1 session. "
+                 + f"The other {g - f:.1f} µs of gridlb's are the exchange with the substation (a write and a "
+                   "read on a pooled connection, whose loopback send also runs the substation's receive path "
+                   "and wakes it) and gridlb's own work; "
+                 + (f"that half alone costs more than nginx's whole exchange, so it, more than the framework's "
+                    "floor, is where gridlb loses. " if g - f > n
+                    else "the floor and that half together make the gap. "))
     if calls.get("gridlb") is not None:
         tool = tp["syscalls"].get("tool")
         text += f"System calls per request ({tool}): " + figures(calls, spec=".2f") + ". "
