@@ -11,7 +11,8 @@
 //!   power, reservations, health and drain) and the one door reports come in by;
 //! - [`affinity`] (Idempotency-Key routing), [`gate`] (the concurrent-request cap),
 //!   [`request_id`] (`x-request-id`, kept or made) and [`header_guard`] (a request header's
-//!   time and size, bounded before Pingora parses it);
+//!   time and size, bounded before Pingora parses it); [`relieve`] (memory given back when
+//!   connections end);
 //! - [`selection`]: Pingora `BackendSelection` with least-load, p2c and baselines;
 //! - [`probe`]: the load probe, a Pingora `HealthCheck` that reads `GET /load`;
 //! - [`discovery`]: DNS and Pingora `ServiceDiscovery` from the config;
@@ -39,6 +40,7 @@ pub mod metrics;
 pub mod orphan;
 pub mod pool;
 pub mod probe;
+pub mod relieve;
 pub mod reload;
 pub mod request_id;
 pub mod retry_after;

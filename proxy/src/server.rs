@@ -16,6 +16,7 @@ use crate::header_guard::{Guarded, HeaderLimits};
 use crate::history::{History, Sampler};
 use crate::metrics::Metrics;
 use crate::pool::{Pool, ProbeSchedule};
+use crate::relieve::Relieved;
 use crate::reload::{ReloadService, Reloader};
 use crate::selection::Rng;
 use crate::service::GridProxy;
@@ -125,7 +126,7 @@ pub fn build(
     );
     let mut proxy = Service::new(
         "gridlb proxy".to_string(),
-        Guarded::new(proxy, header_limits(&parts.table)),
+        Relieved::new(Guarded::new(proxy, header_limits(&parts.table))),
     );
     proxy.add_listener(client_listener(&listen));
     let history = Arc::new(History::default());
@@ -133,7 +134,7 @@ pub fn build(
         .with_history(Arc::clone(&history));
     let mut admin = Service::new(
         "gridlb admin".to_string(),
-        Guarded::new(admin_app, header_limits(&parts.table)),
+        Relieved::new(Guarded::new(admin_app, header_limits(&parts.table))),
     );
     admin.add_listener(client_listener(&admin_listen));
     let probe = background_service(
