@@ -386,8 +386,9 @@ def memory_note(tp):
         if g and b and b["peak_mib"] > 0:
             text += (f"gridlb's peak is {g['peak_mib']:.1f} MiB against bare Pingora's {b['peak_mib']:.1f}: gridlb's "
                      "listeners put no 64 KiB read buffer under each connection (Pingora's default, which bare "
-                     "Pingora keeps; `proxy/src/server.rs` `client_listener`), and its allocator (mimalloc) "
-                     "gives freed memory back at once. ")
+                     "Pingora keeps; `proxy/src/server.rs` `client_listener`), its allocator (mimalloc) "
+                     "gives freed memory back at once, and its worker threads collect what they freed "
+                     "as connections end (`proxy/src/relieve.rs`). ")
         if g and not g["back_within_2x"]:
             after = g.get("back_within_2x_after_s")
             if after is not None:
