@@ -18,8 +18,8 @@ use std::sync::Arc;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// mimalloc 3's `mi_option_purge_delay` (`include/mimalloc.h`; `libmimalloc-sys` names it only
-/// for mimalloc 2, where it has the same number).
+/// mimalloc 3's `mi_option_purge_delay` (its `include/mimalloc.h`, which `libmimalloc-sys`
+/// builds but does not name this option of).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// Give freed memory back to the system at once rather than after a delay: a purge that is
