@@ -310,6 +310,12 @@ def throughput_note(tp, profile):
                 advice.append("cut allocations on the request path (gridlb already runs on mimalloc; Pingora "
                               "builds a boxed request header and a response header per request, and gridlb "
                               "parses each answer's headers into a map)")
+        phases = [(m.group(2).strip(), float(m.group(1))) for m in
+                  re.finditer(r"^\s*([\d.]+) %\s+(.+)$", section(profile, "by phase"), re.M)]
+        if phases:
+            text += ("By phase of a request (inclusive shares of the samples, from DWARF call graphs; "
+                     "phases nest, so they do not add up): "
+                     + "; ".join(f"{label} {share:.0f} %" for label, share in phases) + ". ")
         one = section(profile, "one request")
         if re.search(r'^sendto\(\d+, "POST /charge', one, re.M) and re.search(r'^sendto\(\d+, "\{', one, re.M):
             text += ("The trace of one request (bench/results/profile.txt) shows gridlb writing the request to "
