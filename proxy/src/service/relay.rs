@@ -237,24 +237,18 @@ impl GridProxy {
         answer: Answer,
     ) -> Result<bool> {
         // No case map: header names go out as the substation's parse made them (lowercase, or
-        // titled for the standard ones); moved, not cloned.
+        // titled for the standard ones). Values are moved; a name's clone is free for the
+        // standard and the protocol's headers (static names, `call/wire.rs`).
         let mut head =
             ResponseHeader::build_no_case(answer.status, Some(answer.headers.len() + 3))?;
-        let mut entries = answer.headers.into_iter().peekable();
         let mut name = None;
-        while let Some((next, value)) = entries.next() {
+        for (next, value) in answer.headers {
             // A `None` name: another value of the header named last.
             if next.is_some() {
                 name = next;
             }
-            let more_values = matches!(entries.peek(), Some((None, _)));
-            let this = if more_values {
-                name.clone()
-            } else {
-                name.take()
-            };
-            if let Some(this) = this.filter(|n| !is_hop_by_hop(n)) {
-                head.append_header(this, value)?;
+            if let Some(name) = name.as_ref().filter(|n| !is_hop_by_hop(n)) {
+                head.append_header(name.clone(), value)?;
             }
         }
         head.insert_header(SUBSTATION_HEADER, state.name.as_str())?;
