@@ -11,7 +11,7 @@
 
 use crate::config::GridlbConfig;
 use crate::http::raw_request;
-use crate::ports::free_port;
+use crate::ports::free_ports;
 use crate::wait::{wait_blocking, wait_every};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -113,7 +113,7 @@ impl Gridlb {
 
     /// Start gridlb on `config` with free listen and admin ports and return at once.
     pub fn spawn(config: &GridlbConfig, launch: &Launch) -> Gridlb {
-        let (listen, admin) = (free_port(), free_port());
+        let [listen, admin] = free_ports();
         let config = config.clone().listen(listen).admin(admin);
         let stem = format!("gridlb-test-{}-{}", std::process::id(), listen.port());
         let config_path = std::env::temp_dir().join(format!("{stem}.yaml"));

@@ -10,9 +10,24 @@ pub fn free_port() -> SocketAddr {
         .expect("a free loopback port")
 }
 
+/// `N` loopback addresses whose ports were free a moment ago, all different: they are bound at
+/// once, so two calls to [`free_port`] in a row cannot hand out the same port twice.
+pub fn free_ports<const N: usize>() -> [SocketAddr; N] {
+    let held: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free loopback port"))
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().expect("a bound address"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn free_ports_are_all_different() {
+        let [a, b, c] = free_ports();
+        assert!(a != b && b != c && a != c);
+    }
 
     #[test]
     fn a_free_port_is_on_loopback_and_not_zero() {
