@@ -38,6 +38,14 @@
 //! (Pingora's read never fails, so nothing is logged as an error: a client's fault is
 //! logged at debug level).
 //!
+//! Shutdown: when a listener stops (a graceful upgrade or SIGTERM), Pingora ends every
+//! connection still waiting for a request header, and that includes a connection it accepted
+//! a moment before whose client is still sending its first request: that client would see
+//! its connection closed unanswered. So [`Guarded`] counts the connections whose first header
+//! has not been parsed yet ([`Arrivals`]) and passes the shutdown on to Pingora only once
+//! there are none (or after the header timeout). Idle kept-alive connections still close at
+//! once after that; a request read meanwhile is answered with `connection: close`.
+//!
 //! [`header_parsed`]: HeaderGuard::header_parsed
 //! [`request_done`]: HeaderGuard::request_done
 
@@ -54,10 +62,11 @@ use pingora_core::server::ShutdownWatch;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering::Relaxed};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
 /// How long a cut connection is read and drained after its answer, at most.
@@ -85,6 +94,7 @@ pub struct HeaderLimits {
 pub struct Guarded<A, F> {
     inner: Arc<A>,
     limits: F,
+    arrivals: Arc<Arrivals>,
 }
 
 impl<A, F> Guarded<A, F> {
@@ -92,7 +102,67 @@ impl<A, F> Guarded<A, F> {
         Guarded {
             inner: Arc::new(inner),
             limits,
+            arrivals: Arc::default(),
         }
+    }
+}
+
+/// How long a stopped listener's last accepted connections get to reach their app (their
+/// tasks may still be queued) before [`Arrivals`] is read.
+const SETTLE: Duration = Duration::from_millis(50);
+
+/// The connections of one listener that were accepted but whose first request's header has
+/// not been parsed yet (see the module documentation).
+#[derive(Default)]
+struct Arrivals {
+    pending: AtomicUsize,
+    none_left: Notify,
+}
+
+impl Arrivals {
+    fn enter(self: &Arc<Self>) -> Arrival {
+        self.pending.fetch_add(1, Relaxed);
+        Arrival {
+            arrivals: Arc::clone(self),
+            done: AtomicBool::new(false),
+        }
+    }
+
+    /// Resolves once no connection waits for its first header.
+    async fn settled(&self) {
+        loop {
+            let none_left = self.none_left.notified();
+            tokio::pin!(none_left);
+            // Registered before the count is read, so a last `done` in between still wakes.
+            none_left.as_mut().enable();
+            if self.pending.load(Relaxed) == 0 {
+                return;
+            }
+            none_left.await;
+        }
+    }
+}
+
+/// One connection counted in [`Arrivals`], until its first header is parsed or it ends.
+struct Arrival {
+    arrivals: Arc<Arrivals>,
+    done: AtomicBool,
+}
+
+impl Arrival {
+    fn done(&self) {
+        if !self.done.load(Relaxed) && !self.done.swap(true, Relaxed) {
+            let arrivals = &self.arrivals;
+            if arrivals.pending.fetch_sub(1, Relaxed) == 1 {
+                arrivals.none_left.notify_waiters();
+            }
+        }
+    }
+}
+
+impl Drop for Arrival {
+    fn drop(&mut self) {
+        self.done();
     }
 }
 
@@ -108,7 +178,8 @@ where
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let cut = Arc::new(AtomicBool::new(false));
-        let guard = HeaderGuard::new(stream, (self.limits)(), Arc::clone(&cut));
+        let mut guard = HeaderGuard::new(stream, (self.limits)(), Arc::clone(&cut));
+        guard.arrival = Some(self.arrivals.enter());
         // Costs one relaxed load per wake of the connection's task: the guard sets the flag
         // and wakes the task from within a read, so nothing needs registering here.
         let ended = std::future::poll_fn(|_| match cut.load(Relaxed) {
@@ -137,6 +208,14 @@ where
     }
 
     async fn cleanup(&self) {
+        // The listener has stopped. Pingora's cleanup ends every connection waiting for a
+        // header: first let those accepted before the stop deliver their first one.
+        let limit = (self.limits)().timeout;
+        let _ = tokio::time::timeout(limit, async {
+            tokio::time::sleep(SETTLE).await;
+            self.arrivals.settled().await;
+        })
+        .await;
         self.inner.cleanup().await;
     }
 }
@@ -162,6 +241,8 @@ pub struct HeaderGuard {
     cutting: Option<Cut>,
     /// Set once the cut is done; [`Guarded`] then ends the connection.
     cut: Arc<AtomicBool>,
+    /// Counts this connection as arriving until its first header is parsed.
+    arrival: Option<Arrival>,
 }
 
 /// The steps of ending a connection whose header broke a limit.
@@ -193,6 +274,7 @@ impl HeaderGuard {
             armed: false,
             cutting: None,
             cut,
+            arrival: None,
         }
     }
 
@@ -204,6 +286,9 @@ impl HeaderGuard {
     /// Pingora has parsed the request's header: the reads that follow are its body.
     pub fn header_parsed(&self) {
         self.phase.store(BODY, Relaxed);
+        if let Some(arrival) = &self.arrival {
+            arrival.done();
+        }
     }
 
     /// The request is over (logged): the next bytes read begin the next request's header.

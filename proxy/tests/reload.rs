@@ -490,3 +490,48 @@ async fn graceful_upgrade_under_load_fails_no_request() {
         &failures[..failures.len().min(5)]
     );
 }
+
+/// A client that connected just before the proxy began to shut down (the old process of a
+/// graceful upgrade stops listening the same way) is still sending its first request: it is
+/// answered, not closed. Pingora alone drops every connection still waiting for a header
+/// when its listener stops, new ones included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_accepted_before_shutdown_gets_its_first_request_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = [substation("s1", 1000.0, 1.0).await];
+    let proxy = Proxy::start(&[("s1", s[0].addr)], probes()).await;
+    let mut conn = tokio::net::TcpStream::connect(proxy.listen)
+        .await
+        .expect("connect");
+    // Accepted, and its task waits for the header.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    proxy.signal("TERM");
+    // The listener is closed at once; the process lives on for its grace period (1 s).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let body = br#"{"vehicle_id":"late","power_kw":1,"duration_s":1}"#;
+    let head = format!(
+        "POST /charge HTTP/1.1\r\nhost: grid\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n",
+        body.len()
+    );
+    let closed = "the proxy closed a connection it had accepted before its first request";
+    conn.write_all(head.as_bytes()).await.expect(closed);
+    conn.write_all(body).await.expect(closed);
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        matches!(read, Ok(Ok(_))) && answer.starts_with("HTTP/1.1 201"),
+        "the first request of a connection accepted before the shutdown was not answered: \
+         {read:?} {answer:?}\n{}",
+        proxy.log()
+    );
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "a shutting-down proxy keeps no connection alive: {answer:?}"
+    );
+    assert!(
+        proxy.wait_exit(Duration::from_secs(10)),
+        "the proxy did not exit after SIGTERM"
+    );
+}

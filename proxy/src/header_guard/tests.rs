@@ -204,3 +204,28 @@ fn the_limit_stays_below_pingoras_own_ceiling() {
     let guard = HeaderGuard::new(Box::new(server), limits, Arc::new(AtomicBool::new(false)));
     assert_eq!(guard.limits.max_bytes, CEILING);
 }
+
+#[tokio::test(start_paused = true)]
+async fn arrivals_settle_once_every_first_header_is_parsed_or_its_connection_ended() {
+    let arrivals = Arc::new(Arrivals::default());
+    let (mut parsed, _client_a, _) = guarded();
+    parsed.arrival = Some(arrivals.enter());
+    let (mut dropped, _client_b, _) = guarded();
+    dropped.arrival = Some(arrivals.enter());
+    let waits = |arrivals: Arc<Arrivals>| async move {
+        tokio::time::timeout(Duration::from_secs(1), arrivals.settled())
+            .await
+            .is_err()
+    };
+    assert!(waits(Arc::clone(&arrivals)).await, "two connections wait");
+    parsed.header_parsed();
+    // The next requests on the connection do not count again.
+    parsed.request_done();
+    parsed.header_parsed();
+    assert!(waits(Arc::clone(&arrivals)).await, "one connection waits");
+    drop(dropped);
+    assert!(!waits(Arc::clone(&arrivals)).await, "none waits");
+    assert_eq!(arrivals.pending.load(Relaxed), 0);
+    drop(parsed);
+    assert_eq!(arrivals.pending.load(Relaxed), 0, "counted down once each");
+}

@@ -225,11 +225,12 @@ impl GridProxy {
             .as_mut()
             .set_read_timeout(Some(limits.client_read_timeout));
         // Keep the connection only when the client asked to (HTTP/1.1 unless it said close,
-        // HTTP/1.0 only when it said keep-alive), and then not for ever.
+        // HTTP/1.0 only when it said keep-alive), and then not for ever; never once the
+        // server is shutting down (Pingora has then turned keep-alive off already).
         // Requests pipelined on one connection are answered one after the other, in order
         // (RFC 9112 §9.3.2), not dropped with the connection.
         session.as_mut().set_pipelining_enabled(true);
-        let keep = wants_keepalive(session.req_header());
+        let keep = wants_keepalive(session.req_header()) && session.get_keepalive().is_some();
         session.set_keepalive(keep.then_some(KEEPALIVE_IDLE_SECS));
         Ok(false)
     }
