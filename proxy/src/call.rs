@@ -1,6 +1,12 @@
 //! HTTP/1.1 exchanges with substations on gridlb's own keep-alive pool. Charging requests,
 //! releases, the load probe and the settling of orphaned bookings all go through [`Caller`].
 //!
+//! The pool is kept per thread. gridlb runs one runtime per worker thread, and a socket
+//! reports readiness to the runtime that opened it: a connection used from another thread
+//! makes that thread's runtime wake this one (a system call) on every answer, and waits for
+//! it to be free to do so. Kept on the thread that opened it, a connection's wakeups stay
+//! there, and taking one from the pool touches no lock another thread holds.
+//!
 //! Why not Pingora's connector and proxy path: everything gridlb sends a substation is small
 //! and whole in memory before it is sent (the proxy needs a booking's power to choose where
 //! it goes), and every answer is a few hundred bytes. So one exchange is one write (request
@@ -19,23 +25,24 @@
 mod wire;
 
 use bytes::{Bytes, BytesMut};
+use std::cell::{RefCell, RefMut};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
+use thread_local::ThreadLocal;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use wire::{Framing, Head};
 
 /// The largest answer head (status line and headers) accepted.
 pub const MAX_HEAD: usize = 16 * 1024;
-/// Idle connections kept per substation; more are closed when they come back.
+/// Idle connections kept per substation and thread; more are closed when they come back.
 const MAX_IDLE_PER_SUBSTATION: usize = 256;
 /// An idle connection older than this is closed rather than reused (the substation may have
 /// given up on it).
 const MAX_IDLE_TIME: Duration = Duration::from_secs(30);
-/// Every this many returns to the pool, connections past [`MAX_IDLE_TIME`] are closed for
-/// every substation (also those no longer in the config).
+/// Every this many returns to a thread's pool, its connections past [`MAX_IDLE_TIME`] are
+/// closed for every substation (also those no longer in the config).
 const SWEEP_EVERY: u32 = 4096;
 
 /// One request, as [`Caller::call`] sends it. `host` and `content-length` are added.
@@ -113,11 +120,17 @@ struct Conn {
     addr: SocketAddr,
 }
 
-/// A pool of keep-alive connections per substation address.
+/// A pool of keep-alive connections per substation address, one per thread.
 #[derive(Default)]
 pub struct Caller {
-    idle: Mutex<HashMap<SocketAddr, Vec<Conn>>>,
-    returns: std::sync::atomic::AtomicU32,
+    idle: ThreadLocal<RefCell<Idle>>,
+}
+
+/// One thread's idle connections.
+#[derive(Default)]
+struct Idle {
+    stacks: HashMap<SocketAddr, Vec<Conn>>,
+    returns: u32,
 }
 
 impl Caller {
@@ -152,9 +165,14 @@ impl Caller {
         }
     }
 
+    /// This thread's idle connections; never held across an `await`.
+    fn idle(&self) -> RefMut<'_, Idle> {
+        self.idle.get_or_default().borrow_mut()
+    }
+
     fn checkout(&self, addr: SocketAddr) -> Option<Conn> {
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        let stack = idle.get_mut(&addr)?;
+        let mut idle = self.idle();
+        let stack = idle.stacks.get_mut(&addr)?;
         // Newest first: the most likely still open. Older ones past their time go.
         while let Some(conn) = stack.pop() {
             if conn.idle_since.elapsed() < MAX_IDLE_TIME {
@@ -166,28 +184,18 @@ impl Caller {
 
     fn checkin(&self, addr: SocketAddr, mut conn: Conn) {
         conn.idle_since = Instant::now();
-        let sweep = self
-            .returns
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            % SWEEP_EVERY
-            == 0;
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        if sweep {
-            idle.retain(|_, stack| {
+        let mut idle = self.idle();
+        idle.returns = idle.returns.wrapping_add(1);
+        if idle.returns % SWEEP_EVERY == 0 {
+            idle.stacks.retain(|_, stack| {
                 stack.retain(|c| c.idle_since.elapsed() < MAX_IDLE_TIME);
                 !stack.is_empty()
             });
         }
-        let stack = idle.entry(addr).or_default();
+        let stack = idle.stacks.entry(addr).or_default();
         if stack.len() < MAX_IDLE_PER_SUBSTATION {
             stack.push(conn);
         }
-    }
-
-    /// Idle connections held (all substations).
-    pub fn idle_connections(&self) -> usize {
-        let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        idle.values().map(Vec::len).sum()
     }
 }
 
