@@ -84,7 +84,7 @@ def runs_of(work, name, reps, loader):
 
 
 def cpu_ticks(work):
-    """{(client, cfg, rep): CPU seconds of the proxy over that run}."""
+    """{(client, cfg, rep): (user, system) CPU seconds of the proxy over that run}."""
     out, hz = {}, 100
     path = os.path.join(work, "cpu.txt")
     if not os.path.exists(path):
@@ -93,8 +93,9 @@ def cpu_ticks(work):
         parts = line.split()
         if parts[:1] == ["clk_tck"]:
             hz = int(parts[1])
-        elif len(parts) == 5 and parts[1] != "direct":
-            out[(parts[0], parts[1], int(parts[2]))] = (int(parts[4]) - int(parts[3])) / hz
+        elif len(parts) == 7 and parts[1] != "direct":
+            u0, s0, u1, s1 = (int(p) for p in parts[3:])
+            out[(parts[0], parts[1], int(parts[2]))] = ((u1 - u0) / hz, (s1 - s0) / hz)
     return out
 
 
@@ -109,9 +110,12 @@ def full_speed(work, reps):
             else:
                 runs = runs_of(work, f"full-wrk-{cfg}-{{rep}}.txt", reps, load_wrk)
             for run in runs:
-                secs = cpu.get((client, cfg, run["rep"]))
-                run["cpu_s"] = secs
-                run["cpu_us_per_request"] = secs / run["answered"] * 1e6 if secs is not None and run["answered"] else None
+                split = cpu.get((client, cfg, run["rep"]))
+                per = (lambda secs: secs / run["answered"] * 1e6) if split and run["answered"] else None
+                run["cpu_s"] = sum(split) if split else None
+                run["cpu_us_per_request"] = per(sum(split)) if per else None
+                run["cpu_user_us_per_request"] = per(split[0]) if per else None
+                run["cpu_system_us_per_request"] = per(split[1]) if per else None
             out[client][cfg] = {
                 "runs": runs,
                 "rps": med([r["rps"] for r in runs]),
@@ -227,7 +231,9 @@ def main():
     a = ap.parse_args()
     rates = [int(r) for r in a.rates.split()]
     full = full_speed(a.work, a.reps)
-    cpu_all = {cfg: med([r["cpu_us_per_request"] for c in CLIENTS for r in full[c][cfg]["runs"]]) for cfg in PROXIES}
+    def cpu_median(key):
+        return {cfg: med([r[key] for c in CLIENTS for r in full[c][cfg]["runs"]]) for cfg in PROXIES}
+    cpu_all = cpu_median("cpu_us_per_request")
     result = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": json.load(open(os.path.join(a.work, "machine.json"))),
@@ -236,6 +242,8 @@ def main():
                      "wrk_threads": 2},
         "full_speed": full,
         "cpu_us_per_request": cpu_all,
+        "cpu_user_us_per_request": cpu_median("cpu_user_us_per_request"),
+        "cpu_system_us_per_request": cpu_median("cpu_system_us_per_request"),
         "fixed_rate": fixed_rates(a.work, a.reps, rates),
         "rss": rss(a.work),
         "syscalls": syscalls(a.work),
@@ -306,12 +314,15 @@ def markdown(r):
     lines += [f"Per proxy: CPU per request (median of every full-speed run, both clients), system calls per "
               f"request ({tool}, {sc.get('requests', 'n/a')} requests over 16 connections, every thread and "
               "process of the proxy), resident memory (RSS) during the load runs, MiB:", "",
-              "| proxy | CPU µs/request | system calls/request | RSS idle | RSS max under load |",
-              "| --- | ---: | ---: | ---: | ---: |"]
+              "| proxy | CPU µs/request | user, system µs (medians) | system calls/request | RSS idle | RSS max under load |",
+              "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for name in PROXIES:
         calls = sc["proxies"].get(name, {}).get("per_request")
         mm = m.get(name, {})
-        lines.append(f"| {LABELS[name]} | {fmt(r['cpu_us_per_request'].get(name), '.1f')} | {fmt(calls, '.2f')} | "
+        user = r.get("cpu_user_us_per_request", {}).get(name)
+        system = r.get("cpu_system_us_per_request", {}).get(name)
+        lines.append(f"| {LABELS[name]} | {fmt(r['cpu_us_per_request'].get(name), '.1f')} | "
+                     f"{fmt(user, '.1f')}, {fmt(system, '.1f')} | {fmt(calls, '.2f')} | "
                      f"{fmt(mm.get('idle_mib'), '.1f')} | {fmt(mm.get('max_mib'), '.1f')} |")
     lines += ["", "(nginx: master and workers added up.)", ""]
     b = r.get("bursts")

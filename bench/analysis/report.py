@@ -284,6 +284,23 @@ def throughput_note(tp, profile):
                  + (f"that half alone costs more than nginx's whole exchange, so it, more than the framework's "
                     "floor, is where gridlb loses. " if g - f > n
                     else "the floor and that half together make the gap. "))
+    user, system = tp.get("cpu_user_us_per_request", {}), tp.get("cpu_system_us_per_request", {})
+    if None not in (user.get("gridlb"), system.get("gridlb"), user.get("nginx"), system.get("nginx")):
+        gu, gs, nu, ns = user["gridlb"], system["gridlb"], user["nginx"], system["nginx"]
+        text += (f"Split by where the time is spent (medians, µs): gridlb {gu:.1f} in user space and {gs:.1f} "
+                 f"in the kernel, nginx {nu:.1f} and {ns:.1f}"
+                 + (f", Pingora answering itself {user['floor']:.1f} and {system['floor']:.1f}"
+                    if None not in (user.get("floor"), system.get("floor")) else "")
+                 + ". ")
+        if gu - nu > gs - ns:
+            share = (gu - nu) / ((gu - nu) + max(gs - ns, 0)) * 100
+            text += (f"Of gridlb's excess over nginx, {gu - nu:.1f} µs are user space and {gs - ns:.1f} µs "
+                     f"kernel: {share:.0f} % of the gap is instructions run in the process (Pingora's HTTP/1 "
+                     "session, tokio's scheduling, the allocator and gridlb's own work, in the profile "
+                     "below), not the system calls or the network stack. ")
+        else:
+            text += (f"Of gridlb's excess over nginx, {gs - ns:.1f} µs are kernel and {gu - nu:.1f} µs user "
+                     "space. ")
     if calls.get("gridlb") is not None:
         tool = tp["syscalls"].get("tool")
         text += f"System calls per request ({tool}): " + figures(calls, spec=".2f") + ". "

@@ -330,5 +330,15 @@ cpu_ticks() {
   echo "$total"
 }
 
+# cpu_ticks_split PID...: as cpu_ticks, as two numbers: user, then system.
+cpu_ticks_split() {
+  local user=0 system=0 p u s
+  for p in $(proc_tree "$@"); do
+    read -r u s < <(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12, $13}' || true)
+    user=$((user + ${u:-0})); system=$((system + ${s:-0}))
+  done
+  echo "$user $system"
+}
+
 # machine_json: what the results were measured on (JSON; needs ensure_venv first).
 machine_json() { "$PY" "$ANALYSIS/machine.py"; }
