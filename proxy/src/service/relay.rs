@@ -22,7 +22,7 @@ use super::upstream::Failure;
 use super::{GridProxy, RequestCtx, forward};
 use crate::call::{Answer, CallError, Request};
 use crate::table::SubstationState;
-use gridlb_protocol::{IDEMPOTENCY_HEADER, SUBSTATION_HEADER, SessionId};
+use gridlb_protocol::{IDEMPOTENCY_HEADER, REQUEST_ID_HEADER, SUBSTATION_HEADER, SessionId};
 use pingora_error::Result;
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
@@ -236,26 +236,7 @@ impl GridProxy {
         state: &SubstationState,
         answer: Answer,
     ) -> Result<bool> {
-        // No case map: header names go out as the substation's parse made them (lowercase, or
-        // titled for the standard ones). Values are moved; a name's clone is free for the
-        // standard and the protocol's headers (static names, `call/wire.rs`).
-        let mut head =
-            ResponseHeader::build_no_case(answer.status, Some(answer.headers.len() + 3))?;
-        let mut name = None;
-        for (next, value) in answer.headers {
-            // A `None` name: another value of the header named last.
-            if next.is_some() {
-                name = next;
-            }
-            if let Some(name) = name.as_ref().filter(|n| !is_hop_by_hop(n)) {
-                head.append_header(name.clone(), value)?;
-            }
-        }
-        head.insert_header(SUBSTATION_HEADER, state.name.as_str())?;
-        head.insert_header(http::header::CONTENT_LENGTH, answer.body.len().to_string())?;
-        if let Some(id) = &ctx.request_id {
-            crate::request_id::stamp(&mut head, id);
-        }
+        let head = client_head(answer.status, answer.headers, answer.body.len(), state, ctx)?;
         if !session.as_mut().is_body_done() {
             // The client's body was not read (a release with one): the connection cannot
             // carry another request.
@@ -268,6 +249,65 @@ impl GridProxy {
         }
         Ok(true)
     }
+}
+
+/// The answer's head as the client gets it: the answer's own header map, in its order, less
+/// the hop-by-hop headers, with the answering substation's name, the body's length and the
+/// request id set. The map is handed on as it is, no copy: only an answer that carries a
+/// hop-by-hop header other than `content-length` (which is replaced in place) is rebuilt
+/// without it. No case map: names go out as the substation's parse made them (lowercase, or
+/// titled for the standard ones).
+fn client_head(
+    status: u16,
+    mut headers: http::HeaderMap,
+    body_len: usize,
+    state: &SubstationState,
+    ctx: &RequestCtx,
+) -> Result<ResponseHeader> {
+    use http::header::{CONTENT_LENGTH, HeaderName, HeaderValue};
+    const SUBSTATION: HeaderName = HeaderName::from_static(SUBSTATION_HEADER);
+    const REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
+    if headers
+        .keys()
+        .any(|name| name != CONTENT_LENGTH && is_hop_by_hop(name))
+    {
+        headers = without_hop_by_hop(headers);
+    }
+    let invalid = |what: &str| {
+        pingora_error::Error::explain(
+            pingora_error::ErrorType::InternalError,
+            format!("{what} is not a valid header value"),
+        )
+    };
+    let name = HeaderValue::from_str(&state.name).map_err(|_| invalid("the substation's name"))?;
+    headers.insert(SUBSTATION, name);
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(body_len));
+    if let Some(id) = &ctx.request_id {
+        // A request id is checked when it is adopted or made (`request_id.rs`).
+        if let Ok(id) = HeaderValue::from_str(id.as_str()) {
+            headers.insert(REQUEST_ID, id);
+        }
+    }
+    let (mut parts, ()) = http::Response::new(()).into_parts();
+    parts.status = http::StatusCode::from_u16(status).map_err(|_| invalid("the status"))?;
+    parts.headers = headers;
+    Ok(ResponseHeader::from(parts))
+}
+
+/// `headers` in their order, less the hop-by-hop ones.
+fn without_hop_by_hop(headers: http::HeaderMap) -> http::HeaderMap {
+    let mut kept = http::HeaderMap::with_capacity(headers.len());
+    let mut name = None;
+    for (next, value) in headers {
+        // A `None` name: another value of the header named last.
+        if next.is_some() {
+            name = next;
+        }
+        if let Some(name) = name.as_ref().filter(|n| !is_hop_by_hop(n)) {
+            kept.append(name.clone(), value);
+        }
+    }
+    kept
 }
 
 /// The id of the session a `201` booked, when the answering substation `name` owns it (and
