@@ -58,6 +58,17 @@ pub fn stamp(response: &mut ResponseHeader, id: &RequestId) {
     }
 }
 
+/// Put the id on an answer's header map (the relayed answers, `service/relay.rs`).
+pub fn stamp_headers(headers: &mut http::HeaderMap, id: &RequestId) {
+    const NAME: http::HeaderName = http::HeaderName::from_static(REQUEST_ID_HEADER);
+    match http::HeaderValue::from_str(id.as_str()) {
+        Ok(value) => {
+            headers.insert(NAME, value);
+        }
+        Err(e) => log::warn!("cannot set {REQUEST_ID_HEADER}: {e}"),
+    }
+}
+
 /// The proxy's own JSON error body, naming the request; any other body as it is.
 pub fn stamp_error_body(body: Vec<u8>, id: &RequestId) -> Vec<u8> {
     match serde_json::from_slice::<ErrorBody>(&body) {

@@ -22,7 +22,7 @@ use super::upstream::Failure;
 use super::{GridProxy, RequestCtx, forward};
 use crate::call::{Answer, CallError, Request};
 use crate::table::SubstationState;
-use gridlb_protocol::{IDEMPOTENCY_HEADER, REQUEST_ID_HEADER, SUBSTATION_HEADER, SessionId};
+use gridlb_protocol::{IDEMPOTENCY_HEADER, SUBSTATION_HEADER, SessionId};
 use pingora_error::Result;
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
@@ -266,7 +266,6 @@ fn client_head(
 ) -> Result<ResponseHeader> {
     use http::header::{CONTENT_LENGTH, HeaderName, HeaderValue};
     const SUBSTATION: HeaderName = HeaderName::from_static(SUBSTATION_HEADER);
-    const REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
     if headers
         .keys()
         .any(|name| name != CONTENT_LENGTH && is_hop_by_hop(name))
@@ -283,10 +282,7 @@ fn client_head(
     headers.insert(SUBSTATION, name);
     headers.insert(CONTENT_LENGTH, HeaderValue::from(body_len));
     if let Some(id) = &ctx.request_id {
-        // A request id is checked when it is adopted or made (`request_id.rs`).
-        if let Ok(id) = HeaderValue::from_str(id.as_str()) {
-            headers.insert(REQUEST_ID, id);
-        }
+        crate::request_id::stamp_headers(&mut headers, id);
     }
     let (mut parts, ()) = http::Response::new(()).into_parts();
     parts.status = http::StatusCode::from_u16(status).map_err(|_| invalid("the status"))?;
