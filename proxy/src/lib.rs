@@ -12,7 +12,7 @@
 //! - [`affinity`] (Idempotency-Key routing), [`gate`] (the concurrent-request cap),
 //!   [`request_id`] (`x-request-id`, kept or made) and [`header_guard`] (a request header's
 //!   time and size, bounded before Pingora parses it); [`relieve`] (memory given back when
-//!   connections end);
+//!   connections end); [`home`] (a client connection served by the thread that waits for it);
 //! - [`selection`]: Pingora `BackendSelection` with least-load, p2c and baselines;
 //! - [`probe`]: the load probe, a Pingora `HealthCheck` that reads `GET /load`;
 //! - [`discovery`]: DNS and Pingora `ServiceDiscovery` from the config;
@@ -36,6 +36,7 @@ pub mod discovery;
 pub mod gate;
 pub mod header_guard;
 pub mod history;
+pub mod home;
 pub mod metrics;
 pub mod orphan;
 pub mod pool;

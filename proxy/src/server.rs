@@ -1,6 +1,7 @@
 //! Assembly: the one place every part is made and wired ([`Parts`]), and the Pingora server
 //! around them: the proxy service on `listen`, the admin app on `admin.listen` (both with
-//! their clients' request headers bounded by `header_guard`), and as
+//! their clients' request headers bounded by `header_guard`, their memory given back by
+//! `relieve` and each connection served by the thread that waits for it, `home`), and as
 //! background services the probe schedule, the access log writer, the status page's history
 //! sampler and (with a config file) the reload triggers.
 //!
@@ -14,6 +15,7 @@ use crate::config::{Config, ConfigError};
 use crate::discovery;
 use crate::header_guard::{Guarded, HeaderLimits};
 use crate::history::{History, Sampler};
+use crate::home::{Accepted, Homed};
 use crate::metrics::Metrics;
 use crate::pool::{Pool, ProbeSchedule};
 use crate::relieve::Relieved;
@@ -129,17 +131,25 @@ pub fn build(
     );
     let mut proxy = Service::new(
         "gridlb proxy".to_string(),
-        Relieved::new(Guarded::new(proxy, header_limits(&parts.table))),
+        Homed::new(Relieved::new(Guarded::new(
+            proxy,
+            header_limits(&parts.table),
+        ))),
     );
     proxy.add_listener(client_listener(&listen));
+    proxy.set_connection_filter(Arc::new(Accepted));
     let history = Arc::new(History::default());
     let admin_app = AdminApp::new(Arc::clone(&parts.pool), Arc::clone(&parts.reloader))
         .with_history(Arc::clone(&history));
     let mut admin = Service::new(
         "gridlb admin".to_string(),
-        Relieved::new(Guarded::new(admin_app, header_limits(&parts.table))),
+        Homed::new(Relieved::new(Guarded::new(
+            admin_app,
+            header_limits(&parts.table),
+        ))),
     );
     admin.add_listener(client_listener(&admin_listen));
+    admin.set_connection_filter(Arc::new(Accepted));
     let probe = background_service(
         "gridlb probe",
         ProbeSchedule {

@@ -300,3 +300,41 @@ async fn a_grid_that_looks_full_on_old_reports_is_probed_again_before_refusing()
         answer.json()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kept_alive_connection_is_served_whichever_thread_takes_it() {
+    // gridlb runs two threads here and serves each connection on the thread its task landed
+    // on (`proxy/src/home.rs`): with 32 connections both threads serve some of them, those
+    // moved from the accepting thread and those that stay, the odds against that being 2^31
+    // to one. Each connection carries three bookings and must stay open after every one.
+    let s = substation("s1", 1000.0, 1.0).await;
+    let proxy = Proxy::start(&[("s1", s.addr)], fast_probes()).await;
+    let listen = proxy.listen;
+    let conns = futures_join(32, move |i| async move {
+        let mut conn = tokio::net::TcpStream::connect(listen)
+            .await
+            .expect("connect");
+        let mut statuses = Vec::new();
+        for j in 0..3 {
+            let body = format!(r#"{{"vehicle_id":"ka-{i}-{j}","power_kw":1.0,"duration_s":60}}"#);
+            let request = gridlb_test_support::http::raw_charge("/charge", "x", &[], &body);
+            conn.write_all(&request)
+                .await
+                .expect("the connection is still open");
+            let answer = tokio::time::timeout(
+                Duration::from_secs(10),
+                gridlb_test_support::http::read_answer(&mut conn),
+            )
+            .await
+            .expect("answered in time")
+            .expect("a whole answer");
+            let connection = answer.header("connection").map(str::to_ascii_lowercase);
+            assert_ne!(connection.as_deref(), Some("close"), "kept open");
+            statuses.push(answer.status);
+        }
+        statuses
+    })
+    .await;
+    assert!(conns.iter().all(|c| c == &[201, 201, 201]), "{conns:?}");
+    assert_eq!(s.state.report().active_sessions, 96);
+}
