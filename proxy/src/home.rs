@@ -116,6 +116,13 @@ fn move_here(stream: Stream) -> Stream {
     let Some(accepted) = stream.as_any().downcast_ref::<TcpConnection>() else {
         return stream;
     };
+    // Pingora's stream type also carries Unix sockets (gridlb listens on TCP only).
+    let tcp = accepted
+        .get_socket_digest()
+        .is_some_and(|d| d.peer_addr().is_some_and(|a| a.as_inet().is_some()));
+    if !tcp {
+        return stream;
+    }
     match Local::from_accepted(accepted) {
         Ok(local) => Box::new(local),
         Err(e) => {
