@@ -24,6 +24,7 @@ use crate::selection::Rng;
 use crate::service::GridProxy;
 use crate::status::Status;
 use crate::table::Table;
+use pingora_core::apps::ServerApp;
 use pingora_core::listeners::{DEFAULT_L4_WRITE_BUFFER_SIZE, L4BufferSettings, ListenerConfig};
 use pingora_core::server::Server;
 use pingora_core::server::configuration::{Opt, ServerConf};
@@ -129,27 +130,11 @@ pub fn build(
         &server.configuration,
         GridProxy::new(Arc::clone(&parts.admission)).with_access_log(log),
     );
-    let mut proxy = Service::new(
-        "gridlb proxy".to_string(),
-        Homed::new(Relieved::new(Guarded::new(
-            proxy,
-            header_limits(&parts.table),
-        ))),
-    );
-    proxy.add_listener(client_listener(&listen));
-    proxy.set_connection_filter(Arc::new(Accepted));
+    let proxy = client_service("gridlb proxy", proxy, &listen, &parts.table);
     let history = Arc::new(History::default());
     let admin_app = AdminApp::new(Arc::clone(&parts.pool), Arc::clone(&parts.reloader))
         .with_history(Arc::clone(&history));
-    let mut admin = Service::new(
-        "gridlb admin".to_string(),
-        Homed::new(Relieved::new(Guarded::new(
-            admin_app,
-            header_limits(&parts.table),
-        ))),
-    );
-    admin.add_listener(client_listener(&admin_listen));
-    admin.set_connection_filter(Arc::new(Accepted));
+    let admin = client_service("gridlb admin", admin_app, &admin_listen, &parts.table);
     let probe = background_service(
         "gridlb probe",
         ProbeSchedule {
@@ -176,6 +161,25 @@ pub fn build(
         ));
     }
     Ok((server, parts))
+}
+
+/// A service for clients: `app` on `addr`, each connection served by the thread that waits
+/// for it (`home`), its memory given back when it ends (`relieve`) and its request headers
+/// bounded (`header_guard`).
+fn client_service<A>(
+    name: &str,
+    app: A,
+    addr: &str,
+    table: &Arc<Table>,
+) -> Service<Homed<Relieved<Guarded<A, impl Fn() -> HeaderLimits + Send + Sync + 'static>>>>
+where
+    A: ServerApp + Send + Sync + 'static,
+{
+    let app = Homed::new(Relieved::new(Guarded::new(app, header_limits(table))));
+    let mut service = Service::new(name.to_string(), app);
+    service.add_listener(client_listener(addr));
+    service.set_connection_filter(Arc::new(Accepted));
+    service
 }
 
 /// The header limits of a new connection, from the config in force when it is accepted.
