@@ -303,10 +303,11 @@ async fn a_grid_that_looks_full_on_old_reports_is_probed_again_before_refusing()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kept_alive_connection_is_served_whichever_thread_takes_it() {
-    // gridlb runs two threads here and serves each connection on the thread its task landed
-    // on (`proxy/src/home.rs`): with 32 connections both threads serve some of them, those
-    // moved from the accepting thread and those that stay, the odds against that being 2^31
-    // to one. Each connection carries three bookings and must stay open after every one.
+    // gridlb runs two threads here. A connection whose task landed on the thread that did not
+    // accept it moves to that thread's runtime once it is kept alive, after its second answer
+    // (`proxy/src/home.rs`): with 32 connections both kinds are served, those that move and
+    // those that stay, the odds against that being 2^31 to one. Each connection carries three
+    // bookings (the third after the move) and must stay open after every one.
     let s = substation("s1", 1000.0, 1.0).await;
     let proxy = Proxy::start(&[("s1", s.addr)], fast_probes()).await;
     let listen = proxy.listen;

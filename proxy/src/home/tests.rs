@@ -1,11 +1,12 @@
-//! A connection accepted on one runtime and moved to another, each runtime on its own
-//! thread as in gridlb: the moved connection must be served by the runtime it moved to alone
-//! (the accepting runtime is never driven again here, so anything still registered there
-//! would wait for ever), keep what was known of it at the accept, and write an answer's
-//! pieces in one go.
+//! A connection accepted on one runtime and served from another, each runtime on its own
+//! thread as in gridlb. It stays where it was accepted until it is kept alive (two answers
+//! went out and a read waits); from then on it must be served by the runtime it moved to alone:
+//! the accepting runtime is no longer driven here, so anything still registered there would
+//! wait for ever.
 
 use super::*;
 use std::io::{Read, Write};
+use std::sync::mpsc;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::runtime::Builder;
@@ -15,7 +16,7 @@ fn current_thread() -> tokio::runtime::Runtime {
 }
 
 /// A connection accepted by `runtime` as Pingora's listener gives it, and the client's end.
-fn accepted_on(runtime: &tokio::runtime::Runtime) -> (TcpConnection, std::net::TcpStream) {
+fn accepted_on(runtime: &tokio::runtime::Runtime) -> (Stream, std::net::TcpStream) {
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
@@ -29,55 +30,106 @@ fn accepted_on(runtime: &tokio::runtime::Runtime) -> (TcpConnection, std::net::T
             .unwrap();
         let mut accepted = TcpConnection::from(socket);
         accepted.set_socket_digest(digest);
-        (accepted, client)
+        (Box::new(accepted) as Stream, client)
     })
 }
 
+/// What `local` reads within `limit`, `None` when the read still waits.
+async fn read(local: &mut Local, limit: Duration) -> Option<Vec<u8>> {
+    let mut buf = [0u8; 64];
+    match tokio::time::timeout(limit, local.read(&mut buf)).await {
+        Ok(read) => Some(buf[..read.unwrap()].to_vec()),
+        Err(_) => None,
+    }
+}
+
 #[test]
-fn a_moved_connection_is_served_by_its_new_runtime_alone() {
+fn a_kept_alive_connection_moves_to_the_runtime_that_serves_it() {
     let accepting = current_thread();
     let (accepted, mut client) = accepted_on(&accepting);
-    let peer = client.local_addr().unwrap();
-    let accepted_fd = accepted.as_raw_fd();
-    let served = std::thread::spawn(move || {
-        current_thread().block_on(async move {
-            let mut local = Local::from_accepted(&accepted).expect("the socket is duplicated");
-            drop(accepted);
-            assert_ne!(local.id(), accepted_fd, "a socket of its own");
-            let digest = local.get_socket_digest().unwrap();
-            // Copied from the accept, not asked of the socket.
-            assert_eq!(
-                digest
-                    .peer_addr
-                    .get()
-                    .cloned()
-                    .flatten()
-                    .and_then(|a| a.as_inet().copied()),
-                Some(peer)
-            );
-            let mut request = [0u8; 5];
-            tokio::time::timeout(Duration::from_secs(5), local.read_exact(&mut request))
-                .await
-                .expect("the read completes on this runtime")
-                .unwrap();
-            assert_eq!(&request, b"hello");
-            local.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.unwrap();
-            local.write_all(b"body").await.unwrap();
-            // Held until the flush: the head and the body leave together.
-            assert_eq!(local.socket.buffer(), b"HTTP/1.1 200 OK\r\n\r\nbody");
-            local.flush().await.unwrap();
-            assert!(local.socket.buffer().is_empty());
-            Shutdown::shutdown(&mut local).await;
-        })
-    });
-    client.write_all(b"hello").unwrap();
     client
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    let mut answer = Vec::new();
-    client.read_to_end(&mut answer).unwrap();
-    assert_eq!(answer, b"HTTP/1.1 200 OK\r\n\r\nbody");
-    served.join().unwrap();
+    let peer = client.local_addr().unwrap();
+    let accepted_fd = accepted.id();
+    // The accepting runtime is driven on its own thread until `stop` is sent.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let driver = std::thread::spawn(move || {
+        accepting.block_on(async {
+            let _ = stopped.await;
+        });
+        accepting
+    });
+    let (to_client, client_may) = mpsc::channel::<&str>();
+    let server = std::thread::spawn(move || {
+        current_thread().block_on(async move {
+            let wrapped = Local::wrap(accepted);
+            let mut local = *wrapped
+                .into_any()
+                .downcast::<Local>()
+                .expect("a TCP connection");
+            // Waiting for a first request does not move it, nor does waiting after one answer
+            // (the client may be closing).
+            assert_eq!(read(&mut local, Duration::from_millis(50)).await, None);
+            for request in ["one", "two"] {
+                assert!(!local.moved());
+                to_client.send("send a request").unwrap();
+                let got = read(&mut local, Duration::from_secs(5)).await;
+                assert_eq!(got.as_deref(), Some(request.as_bytes()));
+                local.write_all(b"answer ").await.unwrap();
+                local.write_all(request.as_bytes()).await.unwrap();
+                local.flush().await.unwrap();
+                if request == "one" {
+                    assert_eq!(read(&mut local, Duration::from_millis(50)).await, None);
+                }
+            }
+            assert!(
+                !local.moved(),
+                "a connection that closes now was never moved"
+            );
+            to_client.send("stop the accepting runtime").unwrap();
+            // Kept alive: the first wait for the next request moves it.
+            assert_eq!(read(&mut local, Duration::from_millis(50)).await, None);
+            assert!(local.moved());
+            assert_ne!(local.id(), accepted_fd, "a socket of its own");
+            let digest = local.get_socket_digest().unwrap();
+            // Copied from the accept, not asked of the socket.
+            let known = digest.peer_addr.get().cloned().flatten();
+            assert_eq!(known.and_then(|a| a.as_inet().copied()), Some(peer));
+            to_client.send("send the third request").unwrap();
+            let third = read(&mut local, Duration::from_secs(5)).await;
+            assert_eq!(
+                third.as_deref(),
+                Some(&b"three"[..]),
+                "read on this runtime"
+            );
+            local.write_all(b"answer").await.unwrap();
+            local.write_all(b" three").await.unwrap();
+            // Held until the flush: an answer's head and body leave together.
+            let Socket::Moved { socket, .. } = &local.socket else {
+                unreachable!("moved")
+            };
+            assert_eq!(socket.buffer(), b"answer three");
+            local.flush().await.unwrap();
+            Shutdown::shutdown(&mut local).await;
+        })
+    });
+    for request in ["one", "two"] {
+        assert_eq!(client_may.recv().unwrap(), "send a request");
+        client.write_all(request.as_bytes()).unwrap();
+        let mut got = vec![0u8; 7 + request.len()];
+        client.read_exact(&mut got).unwrap();
+        assert_eq!(got, format!("answer {request}").as_bytes());
+    }
+    assert_eq!(client_may.recv().unwrap(), "stop the accepting runtime");
+    stop.send(()).unwrap();
+    let accepting = driver.join().unwrap();
+    assert_eq!(client_may.recv().unwrap(), "send the third request");
+    client.write_all(b"three").unwrap();
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).unwrap();
+    assert_eq!(rest, b"answer three");
+    server.join().unwrap();
     drop(accepting);
 }
 
