@@ -232,6 +232,27 @@ fn moved(accepted: &TcpConnection) -> io::Result<Socket> {
     })
 }
 
+/// What a connection's reads and writes go to, wherever its socket is registered.
+trait ReadWrite: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> ReadWrite for T {}
+
+impl Socket {
+    fn io(&mut self) -> Pin<&mut dyn ReadWrite> {
+        match self {
+            Socket::Accepted(accepted) => Pin::new(accepted),
+            Socket::Moved { socket, .. } => Pin::new(socket),
+        }
+    }
+
+    fn io_ref(&self) -> &dyn ReadWrite {
+        match self {
+            Socket::Accepted(accepted) => accepted,
+            Socket::Moved { socket, .. } => socket,
+        }
+    }
+}
+
 impl AsyncRead for Local {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -248,10 +269,7 @@ impl AsyncRead for Local {
             // Kept alive and waiting for the next request: from here on, on this thread.
             this.move_here(cx);
         }
-        match &mut this.socket {
-            Socket::Accepted(accepted) => Pin::new(accepted).poll_read(cx, buf),
-            Socket::Moved { socket, .. } => Pin::new(socket).poll_read(cx, buf),
-        }
+        this.socket.io().poll_read(cx, buf)
     }
 }
 
@@ -263,10 +281,7 @@ impl AsyncWrite for Local {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         this.begin_answer();
-        match &mut this.socket {
-            Socket::Accepted(s) => Pin::new(s).poll_write(cx, buf),
-            Socket::Moved { socket, .. } => Pin::new(socket).poll_write(cx, buf),
-        }
+        this.socket.io().poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -276,31 +291,19 @@ impl AsyncWrite for Local {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         this.begin_answer();
-        match &mut this.socket {
-            Socket::Accepted(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Socket::Moved { socket, .. } => Pin::new(socket).poll_write_vectored(cx, bufs),
-        }
+        this.socket.io().poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        match &self.socket {
-            Socket::Accepted(s) => s.is_write_vectored(),
-            Socket::Moved { socket, .. } => socket.is_write_vectored(),
-        }
+        self.socket.io_ref().is_write_vectored()
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().socket {
-            Socket::Accepted(s) => Pin::new(s).poll_flush(cx),
-            Socket::Moved { socket, .. } => Pin::new(socket).poll_flush(cx),
-        }
+        self.get_mut().socket.io().poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().socket {
-            Socket::Accepted(s) => Pin::new(s).poll_shutdown(cx),
-            Socket::Moved { socket, .. } => Pin::new(socket).poll_shutdown(cx),
-        }
+        self.get_mut().socket.io().poll_shutdown(cx)
     }
 }
 
