@@ -181,7 +181,7 @@ impl Local {
             Ok(moved) => self.socket = moved,
             Err(e) => {
                 log::debug!("client connection served across threads: {e}");
-                // Tried again after the next answer.
+                // Tried again after two more answers.
                 self.answers = 0;
             }
         }
