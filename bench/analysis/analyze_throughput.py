@@ -16,7 +16,7 @@ import json
 import os
 import statistics
 
-CONFIGS = ["direct", "gridlb", "bare", "floor", "nginx", "haproxy", "envoy", "caddy"]
+CONFIGS = ["direct", "gridlb", "bare", "floor", "floor-proxy", "nginx", "haproxy", "envoy", "caddy"]
 PROXIES = CONFIGS[1:]
 CLIENTS = ["oha", "wrk"]
 LABELS = {
@@ -24,6 +24,7 @@ LABELS = {
     "gridlb": "gridlb (least-load)",
     "bare": "bare Pingora (round robin)",
     "floor": "Pingora answering itself (no upstream)",
+    "floor-proxy": "Pingora answering itself through pingora-proxy",
     "nginx": "nginx (least_conn)",
     "haproxy": "HAProxy (leastconn + agent)",
     "envoy": "Envoy (LEAST_REQUEST)",

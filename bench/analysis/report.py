@@ -177,7 +177,8 @@ def figures(values, names=None, spec=".1f", unit=""):
                      if (v := values.get(k)) is not None)
 
 
-PROXY_NAMES = {"bare": "bare Pingora", "floor": "Pingora answering itself", "haproxy": "HAProxy",
+PROXY_NAMES = {"bare": "bare Pingora", "floor": "Pingora answering itself",
+               "floor-proxy": "Pingora answering itself through pingora-proxy", "haproxy": "HAProxy",
                "envoy": "Envoy", "caddy": "Caddy"}
 
 
@@ -284,6 +285,11 @@ def throughput_note(tp, profile):
                  + (f"that half alone costs more than nginx's whole exchange, so it, more than the framework's "
                     "floor, is where gridlb loses. " if g - f > n
                     else "the floor and that half together make the gap. "))
+    fp = cpu.get("floor-proxy")
+    if None not in (f, fp):
+        text += (f"Through pingora-proxy's `ProxyHttp` (`bare-pingora --answer-proxy`, the shape gridlb had "
+                 "before it served its client connections itself, `proxy/src/service/serve.rs`), the same "
+                 f"answer costs {fp:.1f} µs per request, {fp - f:+.1f} µs. ")
     user, system = tp.get("cpu_user_us_per_request", {}), tp.get("cpu_system_us_per_request", {})
     if None not in (user.get("gridlb"), system.get("gridlb"), user.get("nginx"), system.get("nginx")):
         gu, gs, nu, ns = user["gridlb"], system["gridlb"], user["nginx"], system["nginx"]

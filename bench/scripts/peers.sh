@@ -115,7 +115,8 @@ start_caddy() {
 }
 
 # start_bare_pingora PORT NAME=ADDR...: bench/bare-pingora (Pingora's ProxyHttp, round robin,
-# nothing else) with 2 threads and keep-alive upstreams; `start_bare_pingora PORT --answer`:
+# nothing else) with 2 threads and keep-alive upstreams; `start_bare_pingora PORT --answer` (or
+# `--answer-proxy`, through pingora-proxy):
 # the same service answering every request itself (no upstream). Sets BARE_PID. Needs
 # `bench_build PROFILE bare-pingora`.
 start_bare_pingora() {

@@ -1,6 +1,6 @@
 //! The access log: one line per request, written off the request path.
 //!
-//! The proxy's `logging` phase makes a small [`Record`] and hands it to [`AccessLog::record`],
+//! When a request is over the proxy makes a small [`Record`] and hands it to [`AccessLog::record`],
 //! which never blocks: the record goes into a bounded queue ([`QUEUE`] records) and, when the
 //! queue is full because the writer fell behind, it is dropped and counted
 //! (`gridlb_access_log_dropped_total`). The [`Writer`], a Pingora background service, formats

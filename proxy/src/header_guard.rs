@@ -5,7 +5,7 @@
 //! `400`). [`Guarded`] wraps a listener's Pingora app (any `ServerApp`) and hands it each new
 //! connection inside a [`HeaderGuard`], an `IO` that delegates everything and watches reads:
 //!
-//! - **Header phase** (a new connection, and again after each request's `logging`): reads are
+//! - **Header phase** (a new connection, and again after each request is logged): reads are
 //!   counted. When Pingora asks for more while it already holds more than
 //!   `limits.max_header_bytes` of an unfinished header, the guard answers `431` itself. Each
 //!   read is cut to at most one byte beyond the limit, so Pingora's own ceiling is never
@@ -28,7 +28,7 @@
 //! bodies) and bodies that contain `\r\n\r\n` cannot confuse it. Bytes Pingora read past
 //! one request (a pipelined prefix) are not counted for the next: that only makes the guard
 //! lenient. The one case where body bytes are read in the header phase is Pingora draining
-//! an unread request body after `logging` on a kept-alive connection; gridlb never keeps such
+//! an unread request body after a request is logged on a kept-alive connection; gridlb never keeps such
 //! a connection (an answer before the body was read closes it).
 //!
 //! Cutting: the answer is written to the socket from within the read, the write side is

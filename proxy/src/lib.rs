@@ -21,7 +21,8 @@
 //!   request's upstream attempts as a typed state;
 //! - [`reload`]: validated reloads and their triggers (file change, SIGHUP, DNS refresh);
 //! - [`retry_after`]: when room for a refused request is expected;
-//! - [`service`]: the `ProxyHttp` implementation; [`admin`], [`status`] and [`history`] (the
+//! - [`service`]: the client connections' requests, served on Pingora's HTTP/1 session;
+//!   [`admin`], [`status`] and [`history`] (the
 //!   status page's last minutes): the admin API;
 //! - [`server`]: assembles every part ([`server::Parts`]) into a Pingora server.
 

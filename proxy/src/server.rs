@@ -126,10 +126,7 @@ pub fn build(
     let (log, log_writer) = AccessLog::new(Arc::clone(parts.table.metrics()), move || {
         table.config().access_log.clone()
     });
-    let proxy = pingora_proxy::http_proxy(
-        &server.configuration,
-        GridProxy::new(Arc::clone(&parts.admission)).with_access_log(log),
-    );
+    let proxy = GridProxy::new(Arc::clone(&parts.admission)).with_access_log(log);
     let proxy = client_service("gridlb proxy", proxy, &listen, &parts.table);
     let history = Arc::new(History::default());
     let admin_app = AdminApp::new(Arc::clone(&parts.pool), Arc::clone(&parts.reloader))

@@ -1,7 +1,7 @@
-//! The proxy: Pingora's `ProxyHttp` for charging requests. Pingora runs the listeners, the
-//! client's HTTP/1 session and the graceful upgrade; gridlb answers every request itself in
-//! `request_filter`, doing the exchange with the substation on its own connections (why:
-//! `relay.rs`). Pingora's upstream phases are never reached.
+//! The proxy: the charging requests of a client connection. Pingora runs the listeners, the
+//! client's HTTP/1 session and the graceful upgrade; gridlb serves a connection's requests
+//! one after another (`serve.rs`) and answers each itself in [`GridProxy::respond`], doing the
+//! exchange with the substation on its own connections (why: `relay.rs`).
 //!
 //! Request flow:
 //! 1. the limits (requests in progress, header size, `Host`, keep-alive), then the route.
@@ -18,10 +18,10 @@
 //!    moves on to the next candidate with room; a failed connect too; a booking whose answer
 //!    is lost is settled (`crate::orphan`).
 //! 3. the answer relayed to the client (or the proxy's own `502`/`503`, `upstream.rs`);
-//!    `logging` records metrics and the access log line (`access.rs`, `crate::access_log`).
+//!    `log_request` records metrics and the access log line (`access.rs`, `crate::access_log`).
 //!
 //! Every request carries one `x-request-id` (`crate::request_id`): adopted or made first
-//! thing in `request_filter`, sent upstream with the request, put back on every answer.
+//! thing in `respond`, sent upstream with the request, put back on every answer.
 
 use crate::access_log::{AccessLog, UpstreamTimer};
 use crate::admission::Admission;
@@ -32,14 +32,14 @@ use crate::header_guard::HeaderGuard;
 use crate::orphan::Orphans;
 use crate::request_id;
 use crate::table::Table;
-use async_trait::async_trait;
 use gridlb_protocol::{ErrorBody, RequestId};
 use http::Method;
-use pingora_core::upstreams::peer::HttpPeer;
-use pingora_error::{Error, ErrorSource, ErrorType, Result};
-use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use pingora_error::Result;
 use std::sync::Arc;
 use tokio::time::Instant;
+
+/// A client's HTTP/1 session (Pingora's): the request read, the answer written.
+pub(crate) type Session = pingora_core::protocols::http::ServerSession;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
@@ -84,6 +84,7 @@ mod access;
 mod forward;
 mod relay;
 mod request;
+mod serve;
 mod upstream;
 
 use request::{not_allowed, respond_json};
@@ -97,6 +98,9 @@ pub struct GridProxy {
     /// Requests in progress, capped by `limits.max_concurrent_requests`.
     gate: Arc<Gate>,
     access_log: Option<AccessLog>,
+    /// Set when the listener has stopped: kept-alive connections waiting for their next
+    /// request close (`serve.rs`).
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl GridProxy {
@@ -108,6 +112,7 @@ impl GridProxy {
             caller,
             gate: Arc::new(Gate::default()),
             access_log: None,
+            closing: tokio::sync::watch::Sender::new(false),
         }
     }
 
@@ -122,10 +127,7 @@ impl GridProxy {
     }
 }
 
-#[async_trait]
-impl ProxyHttp for GridProxy {
-    type CTX = RequestCtx;
-
+impl GridProxy {
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             started: Instant::now(),
@@ -142,8 +144,10 @@ impl ProxyHttp for GridProxy {
         }
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        if let Some(guard) = HeaderGuard::of(session.as_downstream().stream()) {
+    /// Answer one request whose header has been read. `Ok(true)`: answered; an error: nothing
+    /// or only part of an answer was written (`fail`).
+    async fn respond(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if let Some(guard) = HeaderGuard::of(session.stream()) {
             guard.header_parsed();
         }
         ctx.request_id = Some(request_id::adopt(session.req_header_mut()));
@@ -179,56 +183,9 @@ impl ProxyHttp for GridProxy {
         }
     }
 
-    /// Never called: every request is answered in `request_filter`.
-    async fn upstream_peer(
-        &self,
-        _session: &mut Session,
-        _ctx: &mut RequestCtx,
-    ) -> Result<Box<HttpPeer>> {
-        Error::e_explain(
-            ErrorType::InternalError,
-            "gridlb answers every request in request_filter",
-        )
-    }
-
-    /// The proxy's modules (compression and the like): none. Answers pass as they are.
-    fn init_downstream_modules(&self, _modules: &mut pingora_core::modules::http::HttpModules) {}
-
-    /// A client that went away is not an error of the proxy's (logged at debug level).
-    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
-        if *error.esource() == ErrorSource::Downstream {
-            log::debug!("client went away: {error}");
-            return true;
-        }
-        false
-    }
-
-    /// An error before any answer was written (writing to the client failed, say).
-    async fn fail_to_proxy(
-        &self,
-        session: &mut Session,
-        e: &Error,
-        _ctx: &mut RequestCtx,
-    ) -> FailToProxy {
-        let code = match e.esource() {
-            ErrorSource::Downstream => 0,
-            _ if session.response_written().is_some() => 0,
-            _ => {
-                let body = ErrorBody::new("internal error", None).to_json();
-                match respond_json(session, 500, &[], body).await {
-                    Ok(()) => 500,
-                    Err(_) => 0,
-                }
-            }
-        };
-        FailToProxy {
-            error_code: code,
-            can_reuse_downstream: false,
-        }
-    }
-
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
-        if let Some(guard) = HeaderGuard::of(session.as_downstream().stream()) {
+    /// Metrics and the access log line of a request that is over.
+    fn log_request(&self, session: &Session, ctx: &RequestCtx) {
+        if let Some(guard) = HeaderGuard::of(session.stream()) {
             guard.request_done();
         }
         let status = session

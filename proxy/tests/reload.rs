@@ -535,3 +535,53 @@ async fn a_connection_accepted_before_shutdown_gets_its_first_request_answered()
         "the proxy did not exit after SIGTERM"
     );
 }
+
+/// A kept-alive client connection waiting for its next request is closed once the proxy has
+/// stopped listening (about 50 ms after the signal), not held open until the runtime is torn
+/// down at the end of the grace period (1 s in these tests).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_kept_alive_connection_is_closed_at_shutdown() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = [substation("s1", 1000.0, 1.0).await];
+    let proxy = Proxy::start(&[("s1", s[0].addr)], probes()).await;
+    let mut conn = tokio::net::TcpStream::connect(proxy.listen)
+        .await
+        .expect("connect");
+    let body = br#"{"vehicle_id":"kept","power_kw":1,"duration_s":1}"#;
+    let request = format!(
+        "POST /charge HTTP/1.1\r\nhost: grid\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n{}",
+        body.len(),
+        String::from_utf8_lossy(body)
+    );
+    conn.write_all(request.as_bytes()).await.expect("send");
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut answer))
+        .await
+        .expect("an answer within 5 s")
+        .expect("read");
+    let head = String::from_utf8_lossy(&answer[..n]);
+    assert!(head.starts_with("HTTP/1.1 201"), "{head}");
+    assert!(
+        !head.to_ascii_lowercase().contains("connection: close"),
+        "kept alive: {head}"
+    );
+    let signalled = std::time::Instant::now();
+    proxy.signal("TERM");
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(read, Ok(Ok(0))),
+        "closed cleanly: {read:?} {rest:?}"
+    );
+    let after = signalled.elapsed();
+    assert!(
+        after < Duration::from_millis(800),
+        "the idle connection stayed open {after:?} after SIGTERM\n{}",
+        proxy.log()
+    );
+    assert!(
+        proxy.wait_exit(Duration::from_secs(10)),
+        "the proxy did not exit after SIGTERM"
+    );
+}

@@ -10,9 +10,11 @@
 //! (2, gridlb's in the bench).
 //!
 //! With `--answer` it proxies nothing: every request's body is read and answered with a fixed
-//! `201` in `request_filter`, the phase where gridlb answers its own requests. That is the
-//! floor of a Pingora service: its listener, runtime and client HTTP/1 session, with no
-//! upstream at all.
+//! `201`, in a loop over the connection's requests on Pingora's HTTP/1 session, the shape of
+//! gridlb's own service (`proxy/src/service/serve.rs`). That is the floor of a Pingora
+//! service: its listener, runtime and client HTTP/1 session, with no upstream at all.
+//! `--answer-proxy` answers the same way from pingora-proxy's `ProxyHttp::request_filter`,
+//! the shape gridlb had before (`bench/scripts/floor` compares the two).
 //!
 //! ```sh
 //! bare-pingora --listen 127.0.0.1:8080 --threads 2 127.0.0.1:9001 127.0.0.1:9002
@@ -22,8 +24,12 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use clap::Parser;
-use pingora_core::server::Server;
+use pingora_core::apps::ServerApp;
+use pingora_core::protocols::Stream;
+use pingora_core::protocols::http::ServerSession;
 use pingora_core::server::configuration::{Opt, ServerConf};
+use pingora_core::server::{Server, ShutdownWatch};
+use pingora_core::services::listening::Service;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_http::ResponseHeader;
 use pingora_load_balancing::LoadBalancer;
@@ -41,22 +47,68 @@ struct Cli {
     /// Worker threads of the proxy service.
     #[arg(long, default_value_t = 2)]
     threads: usize,
-    /// Proxy nothing: answer every request with a fixed `201` (the framework's floor).
-    #[arg(long, conflicts_with = "upstreams")]
+    /// Proxy nothing: answer every request with a fixed `201` on Pingora's HTTP/1 session,
+    /// in a loop over each connection's requests (the framework's floor; gridlb's shape).
+    #[arg(long, conflicts_with_all = ["upstreams", "answer_proxy"])]
     answer: bool,
+    /// Like `--answer`, from pingora-proxy's `ProxyHttp::request_filter` instead.
+    #[arg(long, conflicts_with = "upstreams")]
+    answer_proxy: bool,
     /// Upstream addresses (host:port), taken in turn.
-    #[arg(required_unless_present = "answer")]
+    #[arg(required_unless_present_any = ["answer", "answer_proxy"])]
     upstreams: Vec<String>,
 }
 
 /// The fixed answer of `--answer`: the shape and size of a substation's `201`.
 const BOOKED: &[u8] = br#"{"session_id":"s1-00000000000000000000000000000001","substation":"s1","power_kw":11.0,"duration_s":1.0}"#;
 
-/// Reads each request's body and answers it itself; never reaches an upstream.
+/// The fixed answer's head.
+fn booked_head() -> pingora_core::Result<Box<ResponseHeader>> {
+    let mut head = ResponseHeader::build(201, Some(3))?;
+    head.insert_header("content-type", "application/json")?;
+    head.insert_header("content-length", BOOKED.len().to_string())?;
+    head.insert_header("location", "/charge/s1-00000000000000000000000000000001")?;
+    Ok(Box::new(head))
+}
+
+/// `--answer`: reads each request's body and answers it itself, one request after another
+/// on the connection's HTTP/1 session; never reaches an upstream.
 struct Answer;
 
 #[async_trait]
-impl ProxyHttp for Answer {
+impl ServerApp for Answer {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        _shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let mut session = ServerSession::new_http1(stream);
+        session.set_keepalive(Some(60));
+        loop {
+            if !session.read_request().await.ok()? {
+                return None;
+            }
+            while session.read_request_body().await.ok()?.is_some() {}
+            session
+                .write_response_header(booked_head().ok()?)
+                .await
+                .ok()?;
+            session
+                .write_response_body(Bytes::from_static(BOOKED), true)
+                .await
+                .ok()?;
+            let (stream, _) = session.finish().await.ok()??.into_parts();
+            session = ServerSession::new_http1(stream);
+            session.set_keepalive(Some(60));
+        }
+    }
+}
+
+/// `--answer-proxy`: the same answer from pingora-proxy's `request_filter`.
+struct AnswerProxy;
+
+#[async_trait]
+impl ProxyHttp for AnswerProxy {
     type CTX = ();
 
     fn new_ctx(&self) {}
@@ -67,11 +119,7 @@ impl ProxyHttp for Answer {
         _ctx: &mut (),
     ) -> pingora_core::Result<bool> {
         while session.read_request_body().await?.is_some() {}
-        let mut head = ResponseHeader::build(201, Some(3))?;
-        head.insert_header("content-type", "application/json")?;
-        head.insert_header("content-length", BOOKED.len().to_string())?;
-        head.insert_header("location", "/charge/s1-00000000000000000000000000000001")?;
-        session.write_response_header(Box::new(head), false).await?;
+        session.write_response_header(booked_head()?, false).await?;
         session
             .write_response_body(Some(Bytes::from_static(BOOKED)), true)
             .await?;
@@ -126,9 +174,13 @@ fn main() -> anyhow::Result<()> {
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
     server.bootstrap();
     if cli.answer {
+        let mut service = Service::new("bare-pingora".to_string(), Answer);
+        service.add_tcp(&cli.listen);
+        server.add_service(service);
+    } else if cli.answer_proxy {
         let mut service = pingora_proxy::http_proxy_service_with_name(
             &server.configuration,
-            Answer,
+            AnswerProxy,
             "bare-pingora",
         );
         service.add_tcp(&cli.listen);

@@ -1,9 +1,9 @@
-//! The access log line of one request, made in the `logging` phase from what the request's
+//! The access log line of one request, made when the request is over from what the request's
 //! context saw (`crate::access_log` writes it).
 
+use super::Session;
 use super::{GridProxy, RequestCtx};
 use crate::access_log::Record;
-use pingora_proxy::Session;
 use std::time::SystemTime;
 
 impl GridProxy {

@@ -18,6 +18,7 @@
 //! - anything else after the request left (no answer in time, a broken or malformed answer):
 //!   `502`, and the booking, which may exist, is settled (`crate::orphan`).
 
+use super::Session;
 use super::upstream::Failure;
 use super::{GridProxy, RequestCtx, forward};
 use crate::call::{Answer, CallError, Request};
@@ -25,7 +26,6 @@ use crate::table::SubstationState;
 use gridlb_protocol::{IDEMPOTENCY_HEADER, SUBSTATION_HEADER, SessionId};
 use pingora_error::Result;
 use pingora_http::ResponseHeader;
-use pingora_proxy::Session;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use tokio::time::Instant;
@@ -237,15 +237,15 @@ impl GridProxy {
         answer: Answer,
     ) -> Result<bool> {
         let head = client_head(answer.status, answer.headers, answer.body.len(), state, ctx)?;
-        if !session.as_mut().is_body_done() {
+        if !session.is_body_done() {
             // The client's body was not read (a release with one): the connection cannot
             // carry another request.
             session.set_keepalive(None);
         }
         let empty = answer.body.is_empty();
-        session.write_response_header(Box::new(head), empty).await?;
+        session.write_response_header(Box::new(head)).await?;
         if !empty {
-            session.write_response_body(Some(answer.body), true).await?;
+            session.write_response_body(answer.body, true).await?;
         }
         Ok(true)
     }

@@ -6,6 +6,7 @@
 //! power. When nothing has room the proxy answers `503` itself. Also the routing of
 //! `DELETE /charge/{id}` and the JSON answers the proxy writes on its own.
 
+use super::Session;
 use super::{GridProxy, RequestCtx, Route};
 use bytes::{Bytes, BytesMut};
 use gridlb_protocol::{
@@ -14,7 +15,6 @@ use gridlb_protocol::{
 };
 use pingora_error::{ErrorType, Result};
 use pingora_http::ResponseHeader;
-use pingora_proxy::Session;
 use tokio::time::Instant;
 
 /// How long a kept-alive client connection may sit idle between two requests.
@@ -221,15 +221,13 @@ impl GridProxy {
             respond_json(session, 431, &[], err.to_json()).await?;
             return Ok(true);
         }
-        session
-            .as_mut()
-            .set_read_timeout(Some(limits.client_read_timeout));
+        session.set_read_timeout(Some(limits.client_read_timeout));
         // Keep the connection only when the client asked to (HTTP/1.1 unless it said close,
         // HTTP/1.0 only when it said keep-alive), and then not for ever; never once the
-        // server is shutting down (Pingora has then turned keep-alive off already).
+        // server is shutting down (`serve.rs` has then turned keep-alive off already).
         // Requests pipelined on one connection are answered one after the other, in order
         // (RFC 9112 §9.3.2), not dropped with the connection.
-        session.as_mut().set_pipelining_enabled(true);
+        session.set_pipelining_enabled(true);
         let keep = wants_keepalive(session.req_header()) && session.get_keepalive().is_some();
         session.set_keepalive(keep.then_some(KEEPALIVE_IDLE_SECS));
         Ok(false)
@@ -283,7 +281,7 @@ pub(super) async fn respond_json(
     body: Vec<u8>,
 ) -> Result<()> {
     // An answer before the request body was read leaves it on the connection: say it closes.
-    if !session.as_mut().is_body_done() {
+    if !session.is_body_done() {
         session.set_keepalive(None);
     }
     let id = crate::request_id::of(session.req_header());
@@ -300,10 +298,8 @@ pub(super) async fn respond_json(
     for (name, value) in headers {
         resp.insert_header(*name, value.as_str())?;
     }
-    session.write_response_header(Box::new(resp), false).await?;
-    session
-        .write_response_body(Some(Bytes::from(body)), true)
-        .await
+    session.write_response_header(Box::new(resp)).await?;
+    session.write_response_body(Bytes::from(body), true).await
 }
 
 async fn too_large(session: &mut Session) -> Result<bool> {

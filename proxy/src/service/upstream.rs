@@ -2,13 +2,13 @@
 //! and refusals say about it (`crate::table::outlier`), the settling of a booking whose answer
 //! was lost, and the answers the proxy writes when an exchange fails.
 
+use super::Session;
 use super::{GridProxy, RequestCtx, respond_json};
 use crate::call::CallError;
 use crate::orphan::Orphan;
 use crate::table::{Report, Snapshot, Source, SubstationState};
 use gridlb_protocol::{ErrorBody, LOAD_HEADER};
 use pingora_error::Result;
-use pingora_proxy::Session;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
