@@ -90,12 +90,13 @@ pub fn random_bits() -> Result<[u8; TOKEN_HEX / 2], RandomnessError> {
 
 /// 128 bits as 32 lowercase hex digits.
 pub(crate) fn hex128(bits: [u8; TOKEN_HEX / 2]) -> String {
-    let mut text = String::with_capacity(TOKEN_HEX);
-    for b in bits {
-        text.push(char::from(HEX[usize::from(b >> 4)]));
-        text.push(char::from(HEX[usize::from(b & 15)]));
+    // Into bytes first: pushing `char`s one by one encodes each as UTF-8 again.
+    let mut text = [0u8; TOKEN_HEX];
+    for (pair, b) in text.chunks_exact_mut(2).zip(bits) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 15)];
     }
-    text
+    String::from_utf8_lossy(&text).into_owned()
 }
 
 impl fmt::Display for SessionId {
@@ -117,6 +118,15 @@ mod tests {
 
     fn name(s: &str) -> SubstationName {
         SubstationName::parse(s).unwrap()
+    }
+
+    #[test]
+    fn tokens_are_the_bits_in_lowercase_hex() {
+        let bits = [
+            0x00, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0xf0, 0x0f, 0x10, 0x9a, 0xbc,
+            0xde, 0xff,
+        ];
+        assert_eq!(hex128(bits), "000123456789abcdeff00f109abcdeff");
     }
 
     #[test]

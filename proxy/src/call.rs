@@ -239,7 +239,9 @@ async fn exchange_unbounded(
         .map_err(Failure::Unanswered)?;
     conn.input.clear();
     let head = loop {
-        if let Some(head) = wire::parse_head(&conn.input).map_err(Failure::Failed)? {
+        if !conn.input.is_empty()
+            && let Some(head) = wire::parse_head(&conn.input).map_err(Failure::Failed)?
+        {
             if head.informational() {
                 // `100 Continue` and the like: the real answer follows.
                 let _ = conn.input.split_to(head.len);

@@ -3,9 +3,9 @@
 //! A client's id is kept when it follows the protocol's rule ([`RequestId::parse`]: 1 to 128
 //! visible ASCII characters); any other (missing, empty, too long, with spaces or control
 //! characters) is replaced by a new one, 128 bits from the operating system's CSPRNG as 32 hex
-//! digits, so ids are unique without coordination between replicas. [`adopt`] writes the id
-//! into the request header itself, so it travels upstream with the request; the answer gets it
-//! back ([`stamp`]), including the proxy's own error answers, whose JSON body also names it
+//! digits, so ids are unique without coordination between replicas. [`adopt`] picks the id;
+//! the proxy sends it upstream in place of whatever the client sent (`service/forward.rs`),
+//! and the answer gets it back ([`stamp`]), including the proxy's own error answers, whose JSON body also names it
 //! ([`stamp_error_body`]). The access log writes it on the request's line.
 
 use gridlb_protocol::{ErrorBody, REQUEST_ID_HEADER, RequestId, mix};
@@ -13,24 +13,13 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// The request's id: the client's when valid, else a new one; either way now in `request`.
-pub fn adopt(request: &mut RequestHeader) -> RequestId {
-    let kept = request
+/// The request's id: the client's when valid, else a new one.
+pub fn adopt(request: &RequestHeader) -> RequestId {
+    request
         .headers
         .get(REQUEST_ID_HEADER)
-        .and_then(|v| RequestId::parse(v.as_bytes()).ok());
-    let id = kept.unwrap_or_else(generate);
-    if let Err(e) = request.insert_header(REQUEST_ID_HEADER, id.as_str()) {
-        // Unreachable: a RequestId is visible ASCII, always a valid header value.
-        log::warn!("cannot set {REQUEST_ID_HEADER}: {e}");
-    }
-    id
-}
-
-/// The id [`adopt`] put in `request`, if it ran.
-pub fn of(request: &RequestHeader) -> Option<RequestId> {
-    let value = request.headers.get(REQUEST_ID_HEADER)?;
-    RequestId::parse(value.as_bytes()).ok()
+        .and_then(|v| RequestId::parse(v.as_bytes()).ok())
+        .unwrap_or_else(generate)
 }
 
 /// A new id: 128 bits from a CSPRNG seeded by the OS (`gridlb_protocol::random_bits`).
@@ -92,20 +81,17 @@ mod tests {
 
     #[test]
     fn a_valid_client_id_is_kept() {
-        let mut r = request(Some(b"client-42"));
-        assert_eq!(adopt(&mut r).as_str(), "client-42");
-        assert_eq!(of(&r).unwrap().as_str(), "client-42");
+        let r = request(Some(b"client-42"));
+        assert_eq!(adopt(&r).as_str(), "client-42");
     }
 
     #[test]
-    fn a_missing_or_invalid_id_is_replaced_in_the_request() {
+    fn a_missing_or_invalid_id_is_replaced() {
         let long = [b'x'; 129];
         for id in [None, Some(&b""[..]), Some(&b"a b"[..]), Some(&long[..])] {
-            let mut r = request(id);
-            let made = adopt(&mut r);
+            let made = adopt(&request(id));
             assert_eq!(made.as_str().len(), 32, "{id:?}");
             assert!(made.as_str().bytes().all(|b| b.is_ascii_hexdigit()));
-            assert_eq!(of(&r), Some(made));
         }
     }
 

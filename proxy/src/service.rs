@@ -150,7 +150,7 @@ impl GridProxy {
         if let Some(guard) = HeaderGuard::of(session.stream()) {
             guard.header_parsed();
         }
-        ctx.request_id = Some(request_id::adopt(session.req_header_mut()));
+        ctx.request_id = Some(request_id::adopt(session.req_header()));
         if self.limited(session, ctx).await? {
             return Ok(true);
         }
@@ -161,7 +161,7 @@ impl GridProxy {
                 true => Ok(true),
                 false => self.forward_charge(session, ctx).await,
             },
-            ("/charge", _) => not_allowed(session, "POST").await,
+            ("/charge", _) => not_allowed(session, ctx, "POST").await,
             (p, Method::DELETE) if p.starts_with("/charge/") => {
                 let id = &p["/charge/".len()..];
                 match self.route_release(session, ctx, id).await? {
@@ -169,7 +169,7 @@ impl GridProxy {
                     false => self.forward_release(session, ctx, id).await,
                 }
             }
-            (p, _) if p.starts_with("/charge/") => not_allowed(session, "DELETE").await,
+            (p, _) if p.starts_with("/charge/") => not_allowed(session, ctx, "DELETE").await,
             (p, _) => {
                 let err = ErrorBody::new(
                     format!(
@@ -177,7 +177,7 @@ impl GridProxy {
                     ),
                     None,
                 );
-                respond_json(session, 404, &[], err.to_json()).await?;
+                respond_json(session, ctx, 404, &[], err.to_json()).await?;
                 Ok(true)
             }
         }

@@ -74,20 +74,20 @@ fn malformed(why: &'static str) -> CallError {
     CallError::Malformed(why)
 }
 
-/// The protocol's own headers, which every answer carries: made from static names, they cost
-/// no allocation when parsed or passed on (other names not in `http`'s standard set do).
-const PROTOCOL_HEADERS: [&str; 4] = [
-    gridlb_protocol::LOAD_HEADER,
-    gridlb_protocol::SESSION_REMAINING_HEADER,
-    gridlb_protocol::ORCA_HEADER,
-    gridlb_protocol::REQUEST_ID_HEADER,
+/// The protocol's own headers, which every answer carries: static names, they cost no
+/// allocation when parsed or passed on (other names not in `http`'s standard set do).
+static PROTOCOL_HEADERS: [http::HeaderName; 4] = [
+    http::HeaderName::from_static(gridlb_protocol::LOAD_HEADER),
+    http::HeaderName::from_static(gridlb_protocol::SESSION_REMAINING_HEADER),
+    http::HeaderName::from_static(gridlb_protocol::ORCA_HEADER),
+    http::HeaderName::from_static(gridlb_protocol::REQUEST_ID_HEADER),
 ];
 
 fn protocol_header(name: &str) -> Option<http::HeaderName> {
     PROTOCOL_HEADERS
         .iter()
-        .find(|known| known.eq_ignore_ascii_case(name))
-        .map(|known| http::HeaderName::from_static(known))
+        .find(|known| known.as_str().eq_ignore_ascii_case(name))
+        .cloned()
 }
 
 /// The head at the start of `buf`, `None` when it is not complete yet.

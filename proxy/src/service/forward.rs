@@ -1,5 +1,6 @@
 //! What the request carries to the substation: hop-by-hop headers removed (RFC 9110 §7.6.1,
-//! including those the client's `Connection` names) and `X-Forwarded-For` set.
+//! including those the client's `Connection` names), `X-Forwarded-For` set, and the client's
+//! `x-request-id` left out (the proxy sends the request's own, `crate::request_id`).
 //!
 //! `X-Forwarded-For` is only believed from a peer listed in `trusted_proxies` (a load
 //! balancer in front of gridlb): then the client's address is appended to what it says.
@@ -7,6 +8,7 @@
 //! make a substation believe it comes from elsewhere.
 
 use crate::config::Cidr;
+use gridlb_protocol::REQUEST_ID_HEADER;
 use pingora_http::RequestHeader;
 use std::net::IpAddr;
 
@@ -50,6 +52,7 @@ pub(super) fn headers<'a>(
         .filter(|(name, _)| {
             !HOP_BY_HOP.contains(name)
                 && *name != FORWARDED_FOR
+                && *name != REQUEST_ID_HEADER
                 && !listed.iter().any(|t| t.eq_ignore_ascii_case(name))
         })
         .collect();
@@ -91,6 +94,7 @@ mod tests {
     fn a_client_cannot_forge_where_it_comes_from() {
         let r = request(&[
             ("x-forwarded-for", "10.9.9.9"),
+            ("x-request-id", "client-1"),
             ("connection", "close, x-secret"),
             ("x-secret", "1"),
             ("x-kept", "1"),
@@ -101,7 +105,7 @@ mod tests {
         assert_eq!(
             kept,
             ["x-kept"],
-            "hop-by-hop and named by Connection: not sent"
+            "hop-by-hop, named by Connection, or the proxy's own to set: not sent"
         );
     }
 

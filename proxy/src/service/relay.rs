@@ -23,7 +23,7 @@ use super::upstream::Failure;
 use super::{GridProxy, RequestCtx, forward};
 use crate::call::{Answer, CallError, Request};
 use crate::table::SubstationState;
-use gridlb_protocol::{IDEMPOTENCY_HEADER, SUBSTATION_HEADER, SessionId};
+use gridlb_protocol::{IDEMPOTENCY_HEADER, REQUEST_ID_HEADER, SUBSTATION_HEADER, SessionId};
 use pingora_error::Result;
 use pingora_http::ResponseHeader;
 use std::sync::Arc;
@@ -133,6 +133,9 @@ impl GridProxy {
         let (mut headers, forwarded_for) = forward::headers(client, peer, &config.trusted_proxies);
         if let Some(xff) = &forwarded_for {
             headers.push((forward::FORWARDED_FOR, xff.as_bytes()));
+        }
+        if let Some(id) = &ctx.request_id {
+            headers.push((REQUEST_ID_HEADER, id.as_str().as_bytes()));
         }
         if let Some(key) = &ctx.upstream_key {
             headers.retain(|(name, _)| *name != IDEMPOTENCY_HEADER);

@@ -40,7 +40,7 @@ impl GridProxy {
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
         if declared.is_some_and(|n| n > MAX_CHARGE_BODY) {
-            return too_large(session).await;
+            return too_large(session, ctx).await;
         }
         let mut body = BytesMut::new();
         // The whole body within the limit, not each read: a client that trickles a byte at a
@@ -59,18 +59,18 @@ impl GridProxy {
                         format!("the request body is malformed: {}", e.etype().as_str()),
                         None,
                     );
-                    respond_json(session, 400, &[], err.to_json()).await?;
+                    respond_json(session, ctx, 400, &[], err.to_json()).await?;
                     return Ok(true);
                 }
                 Ok(Err(_)) | Err(_) => {
                     session.set_keepalive(None);
                     let err = ErrorBody::new("the request body did not arrive in time", None);
-                    respond_json(session, 408, &[], err.to_json()).await?;
+                    respond_json(session, ctx, 408, &[], err.to_json()).await?;
                     return Ok(true);
                 }
             };
             if body.len() + chunk.len() > MAX_CHARGE_BODY {
-                return too_large(session).await;
+                return too_large(session, ctx).await;
             }
             body.extend_from_slice(&chunk);
         }
@@ -89,7 +89,7 @@ impl GridProxy {
                         ),
                         Some(CHARGE_KW_HEADER.into()),
                     );
-                    respond_json(session, 400, &[], err.to_json()).await?;
+                    respond_json(session, ctx, 400, &[], err.to_json()).await?;
                     return Ok(true);
                 }
             },
@@ -106,7 +106,7 @@ impl GridProxy {
         }
         .check_limits(limits.max_session_kw, limits.max_duration_s);
         if let Err(e) = over {
-            respond_json(session, 400, &[], e.body().to_json()).await?;
+            respond_json(session, ctx, 400, &[], e.body().to_json()).await?;
             return Ok(true);
         }
         // The header is a promise about the body: gridlb reserves what the header says, the
@@ -121,7 +121,7 @@ impl GridProxy {
                 ),
                 Some(CHARGE_KW_HEADER.into()),
             );
-            respond_json(session, 400, &[], err.to_json()).await?;
+            respond_json(session, ctx, 400, &[], err.to_json()).await?;
             return Ok(true);
         }
         if let Some(value) = session.req_header().headers.get(IDEMPOTENCY_HEADER) {
@@ -136,7 +136,7 @@ impl GridProxy {
                         format!("{IDEMPOTENCY_HEADER}: {why}"),
                         Some(IDEMPOTENCY_HEADER.into()),
                     );
-                    respond_json(session, 400, &[], err.to_json()).await?;
+                    respond_json(session, ctx, 400, &[], err.to_json()).await?;
                     return Ok(true);
                 }
             }
@@ -165,7 +165,14 @@ impl GridProxy {
                     None,
                 );
                 let retry_after = self.retry_after(ctx).to_string();
-                respond_json(session, 503, &[("retry-after", retry_after)], err.to_json()).await?;
+                respond_json(
+                    session,
+                    ctx,
+                    503,
+                    &[("retry-after", retry_after)],
+                    err.to_json(),
+                )
+                .await?;
                 Ok(true)
             }
         }
@@ -186,6 +193,7 @@ impl GridProxy {
                 let err = ErrorBody::new("too many requests in progress; try again shortly", None);
                 respond_json(
                     session,
+                    ctx,
                     503,
                     &[("retry-after", "1".to_string())],
                     err.to_json(),
@@ -199,7 +207,7 @@ impl GridProxy {
         {
             session.set_keepalive(None);
             let err = ErrorBody::new("an HTTP/1.1 request needs a Host header", None);
-            respond_json(session, 400, &[], err.to_json()).await?;
+            respond_json(session, ctx, 400, &[], err.to_json()).await?;
             return Ok(true);
         }
         let head = session.req_header();
@@ -218,7 +226,7 @@ impl GridProxy {
                 ),
                 None,
             );
-            respond_json(session, 431, &[], err.to_json()).await?;
+            respond_json(session, ctx, 431, &[], err.to_json()).await?;
             return Ok(true);
         }
         session.set_read_timeout(Some(limits.client_read_timeout));
@@ -251,7 +259,7 @@ impl GridProxy {
             }
             None => {
                 let err = ErrorBody::new(format!("no substation owns session {id:?}"), None);
-                respond_json(session, 404, &[], err.to_json()).await?;
+                respond_json(session, ctx, 404, &[], err.to_json()).await?;
                 Ok(true)
             }
         }
@@ -276,6 +284,7 @@ fn wants_keepalive(head: &pingora_http::RequestHeader) -> bool {
 
 pub(super) async fn respond_json(
     session: &mut Session,
+    ctx: &RequestCtx,
     status: u16,
     headers: &[(&'static str, String)],
     body: Vec<u8>,
@@ -284,13 +293,13 @@ pub(super) async fn respond_json(
     if !session.is_body_done() {
         session.set_keepalive(None);
     }
-    let id = crate::request_id::of(session.req_header());
-    let body = match &id {
+    let id = ctx.request_id.as_ref();
+    let body = match id {
         Some(id) => crate::request_id::stamp_error_body(body, id),
         None => body,
     };
     let mut resp = ResponseHeader::build_no_case(status, Some(headers.len() + 3))?;
-    if let Some(id) = &id {
+    if let Some(id) = id {
         crate::request_id::stamp(&mut resp, id);
     }
     resp.insert_header("content-type", "application/json")?;
@@ -302,16 +311,27 @@ pub(super) async fn respond_json(
     session.write_response_body(Bytes::from(body), true).await
 }
 
-async fn too_large(session: &mut Session) -> Result<bool> {
+async fn too_large(session: &mut Session, ctx: &RequestCtx) -> Result<bool> {
     let err = ErrorBody::new(format!("body is larger than {MAX_CHARGE_BODY} bytes"), None);
     // The rest of the body is not read: this connection cannot be reused.
     session.set_keepalive(None);
-    respond_json(session, 413, &[], err.to_json()).await?;
+    respond_json(session, ctx, 413, &[], err.to_json()).await?;
     Ok(true)
 }
 
-pub(super) async fn not_allowed(session: &mut Session, allow: &'static str) -> Result<bool> {
+pub(super) async fn not_allowed(
+    session: &mut Session,
+    ctx: &RequestCtx,
+    allow: &'static str,
+) -> Result<bool> {
     let err = ErrorBody::new(format!("method not allowed; use {allow}"), None);
-    respond_json(session, 405, &[("allow", allow.to_string())], err.to_json()).await?;
+    respond_json(
+        session,
+        ctx,
+        405,
+        &[("allow", allow.to_string())],
+        err.to_json(),
+    )
+    .await?;
     Ok(true)
 }

@@ -102,19 +102,19 @@ impl GridProxy {
             Ok(false) => Error::explain(ErrorType::InternalError, "a request was left unanswered"),
             Err(e) => e,
         };
-        self.answer_error(session, &e).await;
+        self.answer_error(session, ctx, &e).await;
         false
     }
 
     /// A request that ended in an error: a `500` when nothing was written yet (a client
     /// that went away gets nothing), the error logged. The connection is not reused.
-    async fn answer_error(&self, session: &mut Session, e: &Error) {
+    async fn answer_error(&self, session: &mut Session, ctx: &RequestCtx, e: &Error) {
         let status = match e.esource() {
             ErrorSource::Downstream => None,
             _ if session.response_written().is_some() => None,
             _ => {
                 let body = ErrorBody::new("internal error", None).to_json();
-                respond_json(session, 500, &[], body)
+                respond_json(session, ctx, 500, &[], body)
                     .await
                     .ok()
                     .map(|()| 500)

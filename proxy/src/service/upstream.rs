@@ -146,6 +146,7 @@ impl GridProxy {
         };
         respond_json(
             session,
+            ctx,
             code,
             &headers,
             ErrorBody::new(message, None).to_json(),
