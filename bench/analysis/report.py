@@ -2,7 +2,7 @@
 """Write bench/RESULTS.md from the latest results in bench/results/ (each benchmark script
 calls this at its end). Nothing in RESULTS.md is written by hand: the figures, the verdicts
 against the targets and the diagnosis of a missed target all come from the result files
-(throughput.json, spread.json, replicas.json, micro.json, k6.json, profile.txt)."""
+(throughput.json, spread.json, replicas.json, micro.json, k6.json, instructions.json, profile.txt)."""
 import json
 import os
 import re
@@ -356,6 +356,29 @@ def throughput_note(tp, profile):
     return text.strip()
 
 
+def instructions_note(ins):
+    """What the exact instruction counts (bench/scripts/instructions) say about the CPU gap."""
+    t = {k: v["per_request"] for k, v in ins["targets"].items()}
+    g, n, f, fp = t.get("gridlb"), t.get("nginx"), t.get("floor"), t.get("floor-proxy")
+    if None in (g, n):
+        return ""
+    text = (f" Counted instructions per request (callgrind: counts, the same on every run, not time; `bench/scripts/instructions`): gridlb "
+            f"{g:,.0f}, nginx {n:,.0f} ({g / n:.2f}x)")
+    if t.get("haproxy") is not None:
+        copies = ins["targets"]["haproxy"]["memcpy_per_request"]
+        text += f", HAProxy {t['haproxy']:,.0f} ({copies:,.0f} of them the per-byte count of its buffer copies)"
+    text += ". "
+    if f is not None:
+        text += (f"Pingora answering every request itself takes {f:,.0f}"
+                 + (f" ({fp:,.0f} through pingora-proxy)" if fp is not None else "")
+                 + f", {f / n * 100:.0f} % of what nginx takes for a whole proxied exchange; gridlb's "
+                 f"{g - f:,.0f} on top are its exchange with the substation and its own work (by part in "
+                 "the section \"Instructions per request\" below). So the gap to nginx is instructions: ")
+        text += ("Pingora's client session alone is close to nginx's whole exchange, and the exchange "
+                 "and gridlb's bookkeeping on top of it cost more than that again.")
+    return text
+
+
 def latency_note(tp):
     cpu = tp.get("cpu_us_per_request") or {}
     oha = tp["full_speed"]["oha"]
@@ -578,12 +601,14 @@ def peers_note(spread):
 def main():
     tp, spread, micro, k6 = load("throughput.json"), load("spread.json"), load("micro.json"), load("k6.json")
     replicas = load("replicas.json")
+    instructions = load("instructions.json")
     profile = load("profile.txt")
     out = ["# Benchmark results", "",
            "Written by the scripts in bench/scripts/ (`bench/analysis/report.py` assembles this page from "
            "bench/results/); do not edit by hand. How to rerun: bench/README.md.", ""]
     machines = {}
-    for name, r in (("throughput", tp), ("spread", spread), ("replicas", replicas), ("micro", micro), ("k6", k6)):
+    for name, r in (("throughput", tp), ("spread", spread), ("replicas", replicas), ("micro", micro),
+                    ("instructions", instructions), ("k6", k6)):
         if r:
             machines.setdefault(machine_line(r["machine"]), []).append(f"{name} ({r['date']})")
     out += ["## Machine", ""]
@@ -593,6 +618,9 @@ def main():
             "comparison is interleaved and reported as a median so that such noise falls on all the "
             "configurations alike, but absolute figures are lower than on an idle machine.", ""]
     rows, notes = targets(tp, spread, micro, profile, replicas)
+    if instructions and tp and notes:
+        notes = [n + instructions_note(instructions) if n.startswith("**Why gridlb misses a throughput")
+                 else n for n in notes]
     if rows:
         out += ["## Verdict against the targets", "", "| target | measured | verdict |", "| --- | --- | --- |"]
         out += [f"| {a} | {b} | {c} |" for a, b, c in rows]
@@ -610,6 +638,8 @@ def main():
         out += [f"## Spread ({spread['date']})", "", read_md("spread.md") or "", ""]
     if replicas:
         out += [f"## Replicas ({replicas['date']})", "", read_md("replicas.md") or "", ""]
+    if instructions:
+        out += [f"## Instructions per request ({instructions['date']})", "", read_md("instructions.md") or "", ""]
     if micro:
         out += [f"## Microbenchmarks ({micro['date']})", "",
                 "Criterion, median time per call (`cargo bench -p gridlb --bench selection`).", "",
