@@ -39,6 +39,7 @@ pub mod header_guard;
 pub mod history;
 pub mod home;
 pub mod metrics;
+pub mod names;
 pub mod orphan;
 pub mod pool;
 pub mod probe;

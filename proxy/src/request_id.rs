@@ -17,7 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub fn adopt(request: &RequestHeader) -> RequestId {
     request
         .headers
-        .get(REQUEST_ID_HEADER)
+        .get(&crate::names::REQUEST_ID)
         .and_then(|v| RequestId::parse(v.as_bytes()).ok())
         .unwrap_or_else(generate)
 }

@@ -198,7 +198,7 @@ pub fn accepted(headers: &http::HeaderMap, now: Instant) -> Option<(String, Inst
         .ok()?
         .strip_prefix("/charge/")?;
     let remaining: f64 = headers
-        .get(gridlb_protocol::SESSION_REMAINING_HEADER)?
+        .get(&crate::names::SESSION_REMAINING)?
         .to_str()
         .ok()?
         .trim()

@@ -76,18 +76,18 @@ fn malformed(why: &'static str) -> CallError {
 
 /// The protocol's own headers, which every answer carries: static names, they cost no
 /// allocation when parsed or passed on (other names not in `http`'s standard set do).
-static PROTOCOL_HEADERS: [http::HeaderName; 4] = [
-    http::HeaderName::from_static(gridlb_protocol::LOAD_HEADER),
-    http::HeaderName::from_static(gridlb_protocol::SESSION_REMAINING_HEADER),
-    http::HeaderName::from_static(gridlb_protocol::ORCA_HEADER),
-    http::HeaderName::from_static(gridlb_protocol::REQUEST_ID_HEADER),
+static PROTOCOL_HEADERS: [&http::HeaderName; 4] = [
+    &crate::names::LOAD,
+    &crate::names::SESSION_REMAINING,
+    &crate::names::ORCA,
+    &crate::names::REQUEST_ID,
 ];
 
 fn protocol_header(name: &str) -> Option<http::HeaderName> {
     PROTOCOL_HEADERS
         .iter()
         .find(|known| known.as_str().eq_ignore_ascii_case(name))
-        .cloned()
+        .map(|known| (*known).clone())
 }
 
 /// The head at the start of `buf`, `None` when it is not complete yet.

@@ -28,6 +28,8 @@ const HOP_BY_HOP: &[&str] = &[
 ];
 
 pub(super) const FORWARDED_FOR: &str = "x-forwarded-for";
+/// Looked up by name made once (see `crate::names`).
+static FORWARDED_FOR_NAME: http::HeaderName = http::HeaderName::from_static(FORWARDED_FOR);
 
 /// The headers of `client` (the request as the client sent it) that go on to the substation,
 /// and the `X-Forwarded-For` to add for a client at `peer` (`None`: none is sent).
@@ -62,7 +64,7 @@ pub(super) fn headers<'a>(
     let believed = trusted.iter().any(|net| net.contains(ip));
     let prior: Vec<&str> = client
         .headers
-        .get_all(FORWARDED_FOR)
+        .get_all(&FORWARDED_FOR_NAME)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .collect();

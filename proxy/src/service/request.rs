@@ -8,6 +8,7 @@
 
 use super::Session;
 use super::{GridProxy, RequestCtx, Route};
+use crate::names;
 use bytes::{Bytes, BytesMut};
 use gridlb_protocol::{
     CHARGE_KW_HEADER, ChargeRequest, ErrorBody, IDEMPOTENCY_HEADER, IdempotencyKey,
@@ -75,7 +76,7 @@ impl GridProxy {
             body.extend_from_slice(&chunk);
         }
         let peek = ChargeRequest::peek(&body);
-        ctx.kw = match session.req_header().headers.get(CHARGE_KW_HEADER) {
+        ctx.kw = match session.req_header().headers.get(&names::CHARGE_KW) {
             Some(value) => match value
                 .to_str()
                 .map_err(|_| ())
@@ -124,7 +125,7 @@ impl GridProxy {
             respond_json(session, ctx, 400, &[], err.to_json()).await?;
             return Ok(true);
         }
-        if let Some(value) = session.req_header().headers.get(IDEMPOTENCY_HEADER) {
+        if let Some(value) = session.req_header().headers.get(&names::IDEMPOTENCY) {
             let parsed = value
                 .to_str()
                 .map_err(|_| "is not ASCII".to_string())

@@ -7,7 +7,7 @@ use super::{GridProxy, RequestCtx, respond_json};
 use crate::call::CallError;
 use crate::orphan::Orphan;
 use crate::table::{Report, Snapshot, Source, SubstationState};
-use gridlb_protocol::{ErrorBody, LOAD_HEADER};
+use gridlb_protocol::ErrorBody;
 use pingora_error::Result;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +31,7 @@ impl GridProxy {
         state: &SubstationState,
         headers: &http::HeaderMap,
     ) -> Option<Report> {
-        let value = headers.get(LOAD_HEADER)?;
+        let value = headers.get(&crate::names::LOAD)?;
         let report = Report::from_header_value(value, Instant::now());
         let valid = report.as_ref().ok().cloned();
         self.table().ingest(state, report, Source::Header);
