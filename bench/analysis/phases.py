@@ -17,7 +17,7 @@ import sys
 
 # (label, pattern on a frame's symbol); in the order printed.
 PHASES = [
-    ("a client connection's requests (all of the HTTP/1 service)", r"GridProxy as pingora_core::apps::ServerApp>::process_new\b"),
+    ("a client connection's requests (all of the HTTP/1 service)", r"ServerApp for gridlb::service::GridProxy>::process_new\b"),
     ("  Pingora: reading and parsing the request header", r"v1::server::HttpSession::read_request\b"),
     ("  gridlb: reading the request body", r"Session::read_request_body\b"),
     ("  gridlb: choosing and reserving a substation (Admission::select)", r"Admission::(select|admit)\b"),

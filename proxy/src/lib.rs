@@ -10,7 +10,8 @@
 //! - [`table`]: the load table (the swapped snapshot, newest report per substation, in-flight
 //!   power, reservations, health and drain) and the one door reports come in by;
 //! - [`affinity`] (Idempotency-Key routing), [`gate`] (the concurrent-request cap),
-//!   [`request_id`] (`x-request-id`, kept or made) and [`header_guard`] (a request header's
+//!   [`request_id`] (`x-request-id`, kept or made), [`names`] (the protocol's header names,
+//!   made once) and [`header_guard`] (a request header's
 //!   time and size, bounded before Pingora parses it); [`relieve`] (memory given back when
 //!   connections end); [`home`] (a client connection served by the thread that waits for it);
 //! - [`selection`]: Pingora `BackendSelection` with least-load, p2c and baselines;

@@ -1,6 +1,6 @@
 //! The proxy: the charging requests of a client connection. Pingora runs the listeners, the
 //! client's HTTP/1 session and the graceful upgrade; gridlb serves a connection's requests
-//! one after another (`serve.rs`) and answers each itself in [`GridProxy::respond`], doing the
+//! one after another (`serve.rs`) and answers each itself in `GridProxy::respond`, doing the
 //! exchange with the substation on its own connections (why: `relay.rs`).
 //!
 //! Request flow:

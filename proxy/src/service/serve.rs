@@ -5,11 +5,11 @@
 //! Why not pingora-proxy's `HttpProxy`, which gridlb ran before: gridlb never reaches its
 //! upstream phases (every request is answered in what was its `request_filter`), yet each
 //! request paid for them. `HttpProxy` serves each request in a future that holds every phase
-//! of a proxied request, about 9 KiB, moved onto the heap per request; with its session
-//! wrapper that cost 18 % of the CPU of a service that answers requests itself (7 µs per
-//! request: 39.8 against 32.5 µs, `bare-pingora --answer` in both shapes, interleaved; see
-//! bench/README.md). Here a connection's requests run in the connection's own task, with no
-//! allocation per request for the loop itself.
+//! of a proxied request, about 9 KiB, moved onto the heap per request, and wraps the session
+//! for its modules and cache. For a service that answers requests itself that is some 10,000
+//! instructions and a third more CPU per request (bench/RESULTS.md: "Pingora answering
+//! itself", with and without pingora-proxy). Here a connection's requests run one after
+//! another in the connection's own task: no future per request goes to the heap.
 //!
 //! What `HttpProxy` did around the requests is kept: a header Pingora cannot parse gets `400`
 //! and the connection closes; `CONNECT` gets `405` and the connection closes (its framing is
