@@ -145,7 +145,7 @@ impl GridProxy {
     }
 
     /// Answer one request whose header has been read. `Ok(true)`: answered; an error: nothing
-    /// or only part of an answer was written (`fail`).
+    /// or only part of an answer was written (`answer_error`, `serve.rs`).
     async fn respond(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         if let Some(guard) = HeaderGuard::of(session.stream()) {
             guard.header_parsed();
