@@ -42,10 +42,10 @@ def micro_row(micro, group, function, n):
     return None
 
 
-def targets(tp, spread, micro, profile, replicas=None):
+def targets(tp, spread, micro, profile, replicas=None, instructions=None):
     rows, notes = [], []
     if tp:
-        throughput_targets(tp, profile, rows, notes)
+        throughput_targets(tp, profile, rows, notes, instructions)
     if micro:
         sel = micro_row(micro, "grid_select", "least-load", 1024)
         sel_p2c = micro_row(micro, "grid_select", "p2c", 1024)
@@ -182,7 +182,7 @@ PROXY_NAMES = {"bare": "bare Pingora", "floor": "Pingora answering itself",
                "envoy": "Envoy", "caddy": "Caddy"}
 
 
-def throughput_targets(tp, profile, rows, notes):
+def throughput_targets(tp, profile, rows, notes, instructions=None):
     """The throughput benchmark's verdict rows and, for a missed target, its diagnosis."""
     ratios, cpu = tp["ratios"], tp.get("cpu_us_per_request") or {}
     missed_cost = False
@@ -209,7 +209,7 @@ def throughput_targets(tp, profile, rows, notes):
                      + (f" (bare Pingora {calls['bare']:.2f})" if calls.get("bare") is not None else ""), verdict(ok)))
         missed_cost = missed_cost or not ok
     if missed_cost:
-        notes.append(throughput_note(tp, profile))
+        notes.append(throughput_note(tp, profile, instructions))
     missed_latency = False
     for rate in ("1000", "4000"):
         f = tp["fixed_rate"].get(rate)
@@ -250,7 +250,7 @@ def throughput_targets(tp, profile, rows, notes):
         notes.append(memory_note(tp))
 
 
-def throughput_note(tp, profile):
+def throughput_note(tp, profile, instructions=None):
     full, cpu = tp["full_speed"], tp.get("cpu_us_per_request") or {}
     calls = {k: v["per_request"] for k, v in tp["syscalls"]["proxies"].items()}
     text = ("**Why gridlb misses a throughput or cost target.** Full-speed medians, req/s (oha / wrk): "
@@ -353,6 +353,8 @@ def throughput_note(tp, profile):
                  "parsing the load header of every answer. ")
     if advice:
         text += "Changes that would narrow the gap, for the core owner: " + "; ".join(advice) + "."
+    if instructions:
+        text += instructions_note(instructions)
     return text.strip()
 
 
@@ -617,10 +619,7 @@ def main():
     out += ["", "Other builds and tests ran on the same two cores during some of these runs; every "
             "comparison is interleaved and reported as a median so that such noise falls on all the "
             "configurations alike, but absolute figures are lower than on an idle machine.", ""]
-    rows, notes = targets(tp, spread, micro, profile, replicas)
-    if instructions and tp and notes:
-        notes = [n + instructions_note(instructions) if n.startswith("**Why gridlb misses a throughput")
-                 else n for n in notes]
+    rows, notes = targets(tp, spread, micro, profile, replicas, instructions)
     if rows:
         out += ["## Verdict against the targets", "", "| target | measured | verdict |", "| --- | --- | --- |"]
         out += [f"| {a} | {b} | {c} |" for a, b, c in rows]

@@ -16,6 +16,14 @@ RESULTS=bench/results
 BENCH_PIDS=()
 BENCH_WORK=""
 
+# Every proxy started here (gridlb, nginx, HAProxy, bare-pingora) gets BENCH_THREADS worker
+# threads or processes, and runs under the command BENCH_WRAP when one is set (callgrind, for
+# bench/scripts/instructions: nginx then runs without a master, so that the process started is
+# the one serving); BENCH_START_S bounds the seconds one may take to start.
+BENCH_THREADS=2
+BENCH_WRAP=()
+BENCH_START_S=20
+
 # bench_init NAME: a fresh work directory under target/bench/ and the exit trap.
 bench_init() {
   BENCH_WORK="$BENCH_ROOT/target/bench/$1-$(date +%Y%m%d-%H%M%S)-$$"
@@ -206,9 +214,10 @@ start_gridlb() {
     echo "probe: { interval_ms: $probe_ms, timeout_ms: $(( probe_ms * 4 / 5 )) }"
     echo "selection: { algorithm: $algorithm }"
   } >"$conf"
-  start_bg "gridlb-$port" env RUST_LOG=warn "$BIN/gridlb" --config "$conf" --threads 2
+  start_bg "gridlb-$port" env RUST_LOG=warn "${BENCH_WRAP[@]}" "$BIN/gridlb" --config "$conf" \
+    --threads "$BENCH_THREADS"
   GRIDLB_PID=$LAST_PID
-  wait_http "http://127.0.0.1:$admin/readyz" 20
+  wait_http "http://127.0.0.1:$admin/readyz" "$BENCH_START_S"
 }
 
 # start_nginx PORT NAME=ADDR:WEIGHT...: nginx with least_conn, keep-alive to the upstreams and
@@ -218,7 +227,8 @@ start_nginx() {
   local dir="$BENCH_WORK/nginx-$port" s spec
   mkdir -p "$dir/tmp"
   {
-    echo "worker_processes 2;"
+    echo "worker_processes $BENCH_THREADS;"
+    [ ${#BENCH_WRAP[@]} = 0 ] || echo "master_process off;"
     echo "pid $dir/nginx.pid;"
     echo "error_log $dir/error.log warn;"
     echo "daemon off;"
@@ -251,9 +261,9 @@ start_nginx() {
     echo "  }"
     echo "}"
   } >"$dir/nginx.conf"
-  start_bg "nginx-$port" nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log"
+  start_bg "nginx-$port" "${BENCH_WRAP[@]}" nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log"
   NGINX_PID=$LAST_PID
-  wait_port "$port" 10
+  wait_port "$port" "$BENCH_START_S"
 }
 
 # start_haproxy PORT AGENT_MS NAME=ADDR:WEIGHT:AGENT_PORT...: HAProxy with leastconn, keep-alive
@@ -265,7 +275,7 @@ start_haproxy() {
   mkdir -p "$dir"
   {
     echo "global"
-    echo "  nbthread 2"
+    echo "  nbthread $BENCH_THREADS"
     echo "  maxconn 8000"
     echo "  tune.bufsize 16384"
     echo "defaults"
@@ -293,9 +303,9 @@ start_haproxy() {
     done
   } >"$dir/haproxy.cfg"
   haproxy -c -q -f "$dir/haproxy.cfg" >&2
-  start_bg "haproxy-$port" haproxy -db -f "$dir/haproxy.cfg"
+  start_bg "haproxy-$port" "${BENCH_WRAP[@]}" haproxy -db -f "$dir/haproxy.cfg"
   HAPROXY_PID=$LAST_PID
-  wait_port "$port" 10
+  wait_port "$port" "$BENCH_START_S"
 }
 
 # proc_tree PID...: the processes and all their descendants (nginx's workers, a wrapper's child).

@@ -115,15 +115,15 @@ start_caddy() {
 }
 
 # start_bare_pingora PORT NAME=ADDR...: bench/bare-pingora (Pingora's ProxyHttp, round robin,
-# nothing else) with 2 threads and keep-alive upstreams; `start_bare_pingora PORT --answer` (or
+# nothing else) with BENCH_THREADS threads and keep-alive upstreams; `start_bare_pingora PORT --answer` (or
 # `--answer-proxy`, through pingora-proxy):
 # the same service answering every request itself (no upstream). Sets BARE_PID. Needs
 # `bench_build PROFILE bare-pingora`.
 start_bare_pingora() {
   local port=$1 s ups=(); shift
   for s in "$@"; do case $s in --*) ups+=("$s") ;; *) ups+=("${s#*=}") ;; esac; done
-  start_bg "bare-pingora-$port" env RUST_LOG=warn "$BIN/bare-pingora" --listen "127.0.0.1:$port" \
-    --threads 2 "${ups[@]}"
+  start_bg "bare-pingora-$port" env RUST_LOG=warn "${BENCH_WRAP[@]}" "$BIN/bare-pingora" \
+    --listen "127.0.0.1:$port" --threads "$BENCH_THREADS" "${ups[@]}"
   BARE_PID=$LAST_PID
-  wait_port "$port" 20
+  wait_port "$port" "$BENCH_START_S"
 }
