@@ -74,6 +74,8 @@ impl ServerApp for GridProxy {
             let mut ctx = self.new_ctx();
             let answered = self.serve_one(&mut session, &mut ctx).await;
             self.log_request(&session, &ctx);
+            // The request is over: its place under the concurrent-request cap is given back
+            // now, not after the answer's last bytes are flushed.
             drop(ctx);
             if !answered {
                 return None;
