@@ -128,18 +128,23 @@ pub struct HeaderReport {
 impl HeaderReport {
     /// Parse and validate the header value. Fields may come in any order; unknown fields are
     /// ignored so that substations can add to the header without breaking older proxies;
-    /// a repeated field is an error.
+    /// a repeated field is an error. Space around fields and `=` is ASCII whitespace (a header
+    /// value has no other).
     pub fn parse(value: &str) -> Result<Self, ReportError> {
         if value.len() > 1024 {
             return Err(ReportError::TooLarge { limit: 1024 });
         }
         let (mut epoch, mut seq, mut load, mut capacity) = (None, None, None, None);
-        for part in value.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        for part in value
+            .split(';')
+            .map(str::trim_ascii)
+            .filter(|p| !p.is_empty())
+        {
             let (key, raw) = part.split_once('=').ok_or_else(|| ReportError::BadValue {
                 field: "header",
                 value: part.to_string(),
             })?;
-            let (key, raw) = (key.trim(), raw.trim());
+            let (key, raw) = (key.trim_ascii(), raw.trim_ascii());
             match key {
                 "epoch" => set_once(&mut epoch, "epoch", parse_field::<u64>("epoch", raw)?)?,
                 "seq" => set_once(&mut seq, "seq", parse_field::<u64>("seq", raw)?)?,

@@ -14,7 +14,7 @@ use crate::name::{SubstationName, is_valid_substation_name};
 use std::fmt;
 
 /// Hex digits of the random token (128 bits).
-const TOKEN_HEX: usize = 32;
+pub(crate) const TOKEN_HEX: usize = 32;
 
 /// A session id. Build one with [`SessionId::generate`] or [`SessionId::parse`].
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -32,8 +32,13 @@ pub struct RandomnessError(String);
 impl SessionId {
     /// A new id for a session held by `name`: its name and 128 fresh random bits.
     pub fn generate(name: &SubstationName) -> Result<SessionId, RandomnessError> {
+        let bits = random_bits()?;
+        let mut text = String::with_capacity(name.as_str().len() + 1 + TOKEN_HEX);
+        text.push_str(name.as_str());
+        text.push('-');
+        push_hex128(&mut text, bits);
         Ok(SessionId {
-            text: format!("{name}-{}", random_hex()?),
+            text,
             name_len: name.as_str().len(),
         })
     }
@@ -71,10 +76,6 @@ impl SessionId {
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// 128 bits from a CSPRNG, as 32 lowercase hex digits.
-pub(crate) fn random_hex() -> Result<String, RandomnessError> {
-    random_bits().map(hex128)
-}
-
 /// 128 bits from a cryptographically secure generator: `rand`'s thread-local ChaCha12,
 /// seeded from the operating system's CSPRNG and reseeded from it every 64 KiB of output.
 /// Unpredictable like the OS's own bits, without a system call per id (an id is made for
@@ -90,13 +91,20 @@ pub fn random_bits() -> Result<[u8; TOKEN_HEX / 2], RandomnessError> {
 
 /// 128 bits as 32 lowercase hex digits.
 pub(crate) fn hex128(bits: [u8; TOKEN_HEX / 2]) -> String {
+    let mut text = String::with_capacity(TOKEN_HEX);
+    push_hex128(&mut text, bits);
+    text
+}
+
+/// Append 128 bits to `text` as 32 lowercase hex digits.
+pub(crate) fn push_hex128(text: &mut String, bits: [u8; TOKEN_HEX / 2]) {
     // Into bytes first: pushing `char`s one by one encodes each as UTF-8 again.
-    let mut text = [0u8; TOKEN_HEX];
-    for (pair, b) in text.chunks_exact_mut(2).zip(bits) {
+    let mut digits = [0u8; TOKEN_HEX];
+    for (pair, b) in digits.chunks_exact_mut(2).zip(bits) {
         pair[0] = HEX[usize::from(b >> 4)];
         pair[1] = HEX[usize::from(b & 15)];
     }
-    String::from_utf8_lossy(&text).into_owned()
+    text.push_str(std::str::from_utf8(&digits).unwrap_or_default());
 }
 
 impl fmt::Display for SessionId {

@@ -57,7 +57,8 @@ pub struct Sessions {
 #[derive(Debug, Default)]
 struct Timeline {
     ends: BTreeMap<(Instant, u64), (String, u64)>,
-    ids: HashMap<String, (Instant, u64)>,
+    /// Ids come from substations: `ahash` is randomly keyed like std's SipHash, and cheaper.
+    ids: HashMap<String, (Instant, u64), ahash::RandomState>,
     last_n: u64,
 }
 

@@ -17,7 +17,10 @@
 //!
 //! It is kept current where a score changes: every substation tells the index
 //! ([`Watcher::changed`]) on each accepted report, reservation and release, flag change and
-//! configuration, and the index reads the substation again ([`SubstationState::planned`]).
+//! configuration. That only marks the substation stale; the next choice reads each stale
+//! substation again ([`SubstationState::planned`]) before it looks at the trees. A request
+//! changes its substation three or four times (reserved, report learnt, released), so one
+//! read at the next choice replaces several, and it sees the newest state.
 //! Changes that time alone makes (a report ageing out, a known session ending, an ejection
 //! ending) are due events in a min-heap, applied lazily: a choice first drains the events due
 //! by its `now`. Each substation has at most one live event (the earliest it needs); an
@@ -50,6 +53,8 @@ struct Inner {
     by_capacity: HashMap<u64, usize>,
     live: Vec<usize>,
     free_ids: Vec<usize>,
+    /// Slots changed since the last choice, each once (`Leaf::stale`).
+    stale: Vec<usize>,
     /// Time-driven changes: `(when, slot)`, earliest first.
     due: BinaryHeap<Reverse<(Instant, usize)>>,
 }
@@ -60,6 +65,8 @@ struct Leaf {
     place: Option<(usize, usize)>,
     /// The live event of this slot (others in the heap are obsolete).
     due: Option<Instant>,
+    /// Changed since it was last read: listed in `Inner::stale`.
+    stale: bool,
 }
 
 /// The substations of one capacity.
@@ -108,6 +115,7 @@ impl Index {
         mut draw: impl FnMut(usize) -> usize,
     ) -> Option<usize> {
         let mut inner = self.lock();
+        inner.refresh_stale(&self.states, now);
         inner.apply_due(&self.states, now);
         let mut best: Option<(f64, usize, u32)> = None;
         let mut tied = 0u64;
@@ -158,9 +166,11 @@ impl Index {
 
 impl Watcher for Index {
     fn changed(&self, slot: usize) {
-        let now = Instant::now();
         let mut inner = self.lock();
-        inner.refresh(slot, &self.states[slot], now);
+        if !inner.leaves[slot].stale {
+            inner.leaves[slot].stale = true;
+            inner.stale.push(slot);
+        }
     }
 }
 
@@ -198,6 +208,17 @@ impl Inner {
                 self.compact_due();
             }
         }
+    }
+
+    /// Read every substation changed since the last choice again, at `now`.
+    fn refresh_stale(&mut self, states: &[Arc<SubstationState>], now: Instant) {
+        let mut stale = std::mem::take(&mut self.stale);
+        for &slot in &stale {
+            self.leaves[slot].stale = false;
+            self.refresh(slot, &states[slot], now);
+        }
+        stale.clear();
+        self.stale = stale;
     }
 
     /// Apply every time-driven change due by `now`.

@@ -26,6 +26,7 @@ use crate::table::SubstationState;
 use gridlb_protocol::{IDEMPOTENCY_HEADER, REQUEST_ID_HEADER, SUBSTATION_HEADER, SessionId};
 use pingora_error::Result;
 use pingora_http::ResponseHeader;
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use tokio::time::Instant;
@@ -221,7 +222,7 @@ impl GridProxy {
                         state.name
                     );
                     if let Some(id) = id {
-                        self.cancel_misnamed(ctx, state, id);
+                        self.cancel_misnamed(ctx, state, id.into_owned());
                     }
                     Next::Fail(Failure::Misnamed)
                 }
@@ -311,10 +312,15 @@ fn without_hop_by_hop(headers: http::HeaderMap) -> http::HeaderMap {
 
 /// The id of the session a `201` booked, when the answering substation `name` owns it (and
 /// `Location`, when given, names the same); else what it gave (`None`: no id at all).
-fn booked_session(answer: &Answer, name: &str) -> std::result::Result<String, Option<String>> {
+fn booked_session<'a>(
+    answer: &'a Answer,
+    name: &str,
+) -> std::result::Result<Cow<'a, str>, Option<Cow<'a, str>>> {
     #[derive(serde::Deserialize)]
-    struct Booked {
-        session_id: String,
+    struct Booked<'a> {
+        // Borrowed from the body unless it has escapes.
+        #[serde(borrow)]
+        session_id: Cow<'a, str>,
     }
     let id = serde_json::from_slice::<Booked>(&answer.body)
         .map_err(|_| None)?
@@ -325,7 +331,7 @@ fn booked_session(answer: &Answer, name: &str) -> std::result::Result<String, Op
         .map(|v| v.to_str().ok().and_then(|l| l.strip_prefix("/charge/")));
     let agrees = match located {
         None => true,
-        Some(location) => location == Some(id.as_str()),
+        Some(location) => location == Some(&*id),
     };
     if agrees && SessionId::owner(&id) == Some(name) {
         Ok(id)

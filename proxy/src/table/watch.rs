@@ -6,8 +6,8 @@
 //! [`Watcher::changed`] with that slot, after the change is made: an accepted (or confirming)
 //! report, a reservation and its release, health, drain and removal, the configuration (capacity
 //! cap, report age), an ejection, and a session recorded or forgotten. The watcher then reads
-//! the state again ([`SubstationState::planned`]), so a late or repeated call is harmless: the
-//! last read after the last change sees it.
+//! the state again ([`SubstationState::planned`]) before it next relies on it, so a late or
+//! repeated call is harmless: the last read after the last change sees it.
 //!
 //! Time also moves a score, without any call: a report ages out, a known session ends (its
 //! power is freed), an ejection ends. [`Planned::next_change`] says when the next such change
