@@ -307,6 +307,16 @@ def throughput_note(tp, profile, instructions=None):
         else:
             text += (f"Of gridlb's excess over nginx, {gs - ns:.1f} µs are kernel and {gu - nu:.1f} µs user "
                      "space. ")
+        if None not in (user.get("floor"), system.get("floor")):
+            fu = user["floor"]
+            budget = nu - fu
+            text += ("The budget this leaves: with Pingora's client session kept (the issue keeps it), gridlb "
+                     "matches nginx's CPU only if the exchange with the substation and all of gridlb's own "
+                     "work fit in what nginx spends in user space beyond that session's floor, "
+                     f"{nu:.1f} − {fu:.1f} = {budget:.1f} µs per request (taking the substation side's kernel "
+                     "work to cost gridlb what it costs nginx); "
+                     f"they take {gu - fu:.1f} µs now"
+                     + (f", {(gu - fu) / budget:.0f} times that. " if budget > 0 else ". "))
     if calls.get("gridlb") is not None:
         tool = tp["syscalls"].get("tool")
         text += f"System calls per request ({tool}): " + figures(calls, spec=".2f") + ". "
@@ -349,8 +359,8 @@ def throughput_note(tp, profile, instructions=None):
             advice.append("avoid the per-request `getpeername`")
     if own is not None and own > 0:
         text += ("gridlb's own work per request, beyond what bare Pingora does, is reading and buffering the "
-                 "whole body before choosing (admission needs the power), scoring every substation, and "
-                 "parsing the load header of every answer. ")
+                 "whole body before choosing (admission needs the power), choosing from least-load's index "
+                 "and reserving, and learning from every answer (its load report, the session it booked). ")
     if advice:
         text += "Changes that would narrow the gap, for the core owner: " + "; ".join(advice) + "."
     if instructions:
@@ -376,8 +386,13 @@ def instructions_note(ins):
                  + f", {f / n * 100:.0f} % of what nginx takes for a whole proxied exchange; gridlb's "
                  f"{g - f:,.0f} on top are its exchange with the substation and its own work (by part in "
                  "the section \"Instructions per request\" below). So the gap to nginx is instructions: ")
-        text += ("Pingora's client session alone is close to nginx's whole exchange, and the exchange "
-                 "and gridlb's bookkeeping on top of it cost more than that again.")
+        if f >= n:
+            text += ("Pingora's client session alone counts more than nginx's whole exchange, so with that "
+                     "session kept no cut of gridlb's own work brings gridlb to nginx's count; the exchange "
+                     "and gridlb's bookkeeping on top of it are what a cut can still shrink.")
+        else:
+            text += ("Pingora's client session alone is close to nginx's whole exchange, and the exchange "
+                     "and gridlb's bookkeeping on top of it cost more than that again.")
     return text
 
 
@@ -494,7 +509,8 @@ def selection_note(micro, profile=None):
     sel = [(n, rows.get(("grid_select", "least-load", n))) for n in (3, 16, 128, 1024)]
     ch = [(n, rows.get(("choose", "least-load", n))) for n in (3, 16, 128, 1024)]
     p2c_sel = rows.get(("grid_select", "p2c", 1024))
-    offer = rows.get(("offer", "newer", 1024))
+    offer = rows.get(("offer", "newer-then-choose", 1024))
+    choose_1024 = rows.get(("choose", "least-load", 1024))
     grow = lambda xs: ", ".join(f"{v / 1000:.2f} µs at {n}" for n, v in xs if v)
     over = sel[-1][1] - 1000 if sel[-1][1] else None
     text = ("**Why one least-load selection is over 1 µs with 1024 substations.** `Grid::select` costs "
@@ -502,13 +518,14 @@ def selection_note(micro, profile=None):
             + "; `GridSelection::choose` alone " + grow(ch) + ". "
             "Least-load no longer scores every substation on every request: its first choice is read from "
             "an index kept current where a score changes (a tournament tree per distinct capacity over the "
-            "planned load, updated on each report, reservation, release and flag change, with what time "
-            "changes applied lazily from a heap of due events; docs/design.md), so `choose` grows with the "
+            "planned load; each report, reservation, release and flag change marks the substation, and the next "
+            "choice reads the marked ones again, with what time changes applied lazily from a heap of due "
+            "events; docs/design.md), so `choose` grows with the "
             "depth of a tree, not with the number of substations. What `Grid::select` adds to `choose` "
             "does not grow in proportion to the substations either (the figures above): Pingora's "
             "`select_with` (its iterator, the readiness lookup in its health registry), the reservation's "
-            "compare-and-swap, and two updates of the index, one when the reservation is made and one "
-            "when it is released (each a lock, a fresh read of the substation and a path of the tree).")
+            "compare-and-swap, and the index's bookkeeping: a mark (a lock) when the reservation is made and one "
+            "when it is released, and the next choice's read of the marked substation (a path of a tree).")
     if p2c_sel:
         text += (f" p2c through the same path (its reservation updates the index too) costs "
                  f"{p2c_sel:.0f} ns at 1024.")
@@ -525,8 +542,11 @@ def selection_note(micro, profile=None):
             text += (f" perf on {what} (least-load) at 1024 substations (self time, "
                      "bench/results/profile-selection.txt): " + "; ".join(f"{p} {s}" for p, s in top) + ".")
     if offer:
-        text += (f" A report update (`SubstationState::offer`, with its index update) costs {offer:.0f} ns at "
-                 "1024 substations: O(log n), a path of one capacity's tree.")
+        text += (f" A report update and the choice after it (`SubstationState::offer`, which marks the substation, "
+                 f"then `choose`, which reads it again into its tree) cost {offer:.0f} ns at 1024 substations")
+        if choose_1024:
+            text += f", {offer - choose_1024:.0f} ns more than a choice with nothing marked"
+        text += ": O(log n), a path of one capacity's tree."
     return text
 
 

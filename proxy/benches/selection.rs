@@ -1,7 +1,8 @@
 //! Microbenchmarks of the hot path with 3, 16, 128 and 1024 substations: one selection
 //! (`GridSelection::choose`, the first candidate, per algorithm; and `Admission::select`, which
 //! adds Pingora's iteration and the reservation) and one report update
-//! (`SubstationState::offer`, with least-load's index over the substations kept current).
+//! (`SubstationState::offer`, then the choice that brings least-load's index current: an
+//! update only marks the substation, the next choice reads it again).
 //!
 //! Run with `cargo bench -p gridlb --bench selection`; `bench/scripts/micro` runs it and writes the
 //! results to `bench/RESULTS.md`.
@@ -113,14 +114,16 @@ fn grid_select(c: &mut Criterion) {
 fn offer(c: &mut Criterion) {
     let mut group = c.benchmark_group("offer");
     for n in SIZES {
-        // The substations of a selection: each accepted report also updates least-load's index.
+        // The substations of a selection: each accepted report marks the substation in
+        // least-load's index, and the next choice reads it again; both are timed.
         let s = selection(n, Algorithm::LeastLoad);
         let mut seq = 1;
-        group.bench_with_input(BenchmarkId::new("newer", n), &n, |b, _| {
+        group.bench_with_input(BenchmarkId::new("newer-then-choose", n), &n, |b, _| {
             b.iter(|| {
                 seq += 1;
                 let i = (seq as usize) % n;
-                black_box(s.state(i).offer(report(i, seq)))
+                black_box(s.state(i).offer(report(i, seq)));
+                black_box(s.choose(black_box(REQUEST_KW)))
             })
         });
     }
