@@ -504,6 +504,9 @@ def top_symbols(profile, n, section_word="functions"):
     return out[:n]
 
 
+MICRO_LABELS = {"choose": "GridSelection::choose", "grid_select": "Grid::select", "offer": "SubstationState::offer"}
+
+
 def selection_note(micro, profile=None):
     rows = {(r["group"], r["function"], r["substations"]): r["median_ns"] for r in micro["results"]}
     sel = [(n, rows.get(("grid_select", "least-load", n))) for n in (3, 16, 128, 1024)]
@@ -529,6 +532,14 @@ def selection_note(micro, profile=None):
     if p2c_sel:
         text += (f" p2c through the same path (its reservation updates the index too) costs "
                  f"{p2c_sel:.0f} ns at 1024.")
+    ab = {(r["group"], r["function"]): r for r in (micro.get("against") or {}).get("rows", [])}
+    same = ab.get(("grid_select", "least-load"))
+    if same:
+        rev = micro["against"]["rev"]
+        text += (f" Run in turns with the build of {rev} (`bench/scripts/micro --against {rev}`), this build's "
+                 f"`Grid::select` takes {same['this_ns']:.0f} ns at 1024 substations and {rev}'s "
+                 f"{same['against_ns']:.0f} ns ({same['this_ns'] / same['against_ns']:.2f}x): a figure that moves "
+                 "between runs while this ratio holds is the host's speed, not the code's.")
     load = micro.get("machine", {}).get("loadavg_at_start")
     if load:
         text += (f" The machine's load average was {load[0]} on its {micro['machine'].get('cores', '?')} "
@@ -670,9 +681,17 @@ def main():
                 r = micro_row(micro, g, f, n)
                 cells.append("n/a" if not r else (f"{r['median_ns']:.0f} ns" if r["median_ns"] < 1e4
                                                   else f"{r['median_ns'] / 1000:.1f} µs"))
-            label = {"choose": "GridSelection::choose", "grid_select": "Grid::select", "offer": "SubstationState::offer"}.get(g, g)
-            out.append(f"| {label} ({f}) | " + " | ".join(cells) + " |")
+            out.append(f"| {MICRO_LABELS.get(g, g)} ({f}) | " + " | ".join(cells) + " |")
         out.append("")
+        ab = micro.get("against")
+        if ab:
+            out += [f"Against the build of {ab['rev']}, in the same run (`bench/scripts/micro --against "
+                    f"{ab['rev']}`: both builds in turns, order rotated, median of the rounds), 1024 substations:",
+                    "", f"| benchmark | this build | {ab['rev']} | this / {ab['rev']} |", "| --- | ---: | ---: | ---: |"]
+            for r in ab["rows"]:
+                out.append(f"| {MICRO_LABELS.get(r['group'], r['group'])} ({r['function']}) | "
+                           f"{r['this_ns']:.0f} ns | {r['against_ns']:.0f} ns | {r['this_ns'] / r['against_ns']:.2f} |")
+            out.append("")
     if k6:
         th = ", ".join(f"`{k}` {'passed' if v else 'failed'}" for k, v in k6["thresholds"].items())
         out += [f"## k6 ({k6['date']})", "",
