@@ -75,7 +75,6 @@ impl SessionId {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-/// 128 bits from a CSPRNG, as 32 lowercase hex digits.
 /// 128 bits from a cryptographically secure generator: `rand`'s thread-local ChaCha12,
 /// seeded from the operating system's CSPRNG and reseeded from it every 64 KiB of output.
 /// Unpredictable like the OS's own bits, without a system call per id (an id is made for
