@@ -39,12 +39,7 @@ impl IdempotencyKey {
     /// A fresh key (`gridlb-` and 128 random bits in hex), for a booking whose client sent
     /// none: the proxy sends one upstream on every booking so that it can ask again safely.
     pub fn generate() -> Result<IdempotencyKey, crate::RandomnessError> {
-        const PREFIX: &str = "gridlb-";
-        let bits = crate::session::random_bits()?;
-        let mut key = String::with_capacity(PREFIX.len() + crate::session::TOKEN_HEX);
-        key.push_str(PREFIX);
-        crate::session::push_hex128(&mut key, bits);
-        Ok(IdempotencyKey(key))
+        crate::session::random_hex_after(&["gridlb-"]).map(IdempotencyKey)
     }
 
     pub fn as_str(&self) -> &str {

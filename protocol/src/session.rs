@@ -14,7 +14,7 @@ use crate::name::{SubstationName, is_valid_substation_name};
 use std::fmt;
 
 /// Hex digits of the random token (128 bits).
-pub(crate) const TOKEN_HEX: usize = 32;
+const TOKEN_HEX: usize = 32;
 
 /// A session id. Build one with [`SessionId::generate`] or [`SessionId::parse`].
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -32,13 +32,8 @@ pub struct RandomnessError(String);
 impl SessionId {
     /// A new id for a session held by `name`: its name and 128 fresh random bits.
     pub fn generate(name: &SubstationName) -> Result<SessionId, RandomnessError> {
-        let bits = random_bits()?;
-        let mut text = String::with_capacity(name.as_str().len() + 1 + TOKEN_HEX);
-        text.push_str(name.as_str());
-        text.push('-');
-        push_hex128(&mut text, bits);
         Ok(SessionId {
-            text,
+            text: random_hex_after(&[name.as_str(), "-"])?,
             name_len: name.as_str().len(),
         })
     }
@@ -88,6 +83,17 @@ pub fn random_bits() -> Result<[u8; TOKEN_HEX / 2], RandomnessError> {
     Ok(bits)
 }
 
+/// `prefix` (its parts one after another) and 128 fresh random bits as 32 lowercase hex
+/// digits, built in one allocation.
+pub(crate) fn random_hex_after(prefix: &[&str]) -> Result<String, RandomnessError> {
+    let bits = random_bits()?;
+    let len: usize = prefix.iter().map(|p| p.len()).sum();
+    let mut text = String::with_capacity(len + TOKEN_HEX);
+    prefix.iter().for_each(|p| text.push_str(p));
+    push_hex128(&mut text, bits);
+    Ok(text)
+}
+
 /// 128 bits as 32 lowercase hex digits.
 pub(crate) fn hex128(bits: [u8; TOKEN_HEX / 2]) -> String {
     let mut text = String::with_capacity(TOKEN_HEX);
@@ -96,7 +102,7 @@ pub(crate) fn hex128(bits: [u8; TOKEN_HEX / 2]) -> String {
 }
 
 /// Append 128 bits to `text` as 32 lowercase hex digits.
-pub(crate) fn push_hex128(text: &mut String, bits: [u8; TOKEN_HEX / 2]) {
+fn push_hex128(text: &mut String, bits: [u8; TOKEN_HEX / 2]) {
     // Into bytes first: pushing `char`s one by one encodes each as UTF-8 again.
     let mut digits = [0u8; TOKEN_HEX];
     for (pair, b) in digits.chunks_exact_mut(2).zip(bits) {

@@ -212,13 +212,10 @@ impl Inner {
 
     /// Read every substation changed since the last choice again, at `now`.
     fn refresh_stale(&mut self, states: &[Arc<SubstationState>], now: Instant) {
-        let mut stale = std::mem::take(&mut self.stale);
-        for &slot in &stale {
+        while let Some(slot) = self.stale.pop() {
             self.leaves[slot].stale = false;
             self.refresh(slot, &states[slot], now);
         }
-        stale.clear();
-        self.stale = stale;
     }
 
     /// Apply every time-driven change due by `now`.

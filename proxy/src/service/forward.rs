@@ -61,16 +61,23 @@ pub(super) fn headers<'a>(
     let Some(ip) = peer else {
         return (kept, None);
     };
-    let believed = trusted.iter().any(|net| net.contains(ip));
-    let prior: Vec<&str> = client
-        .headers
-        .get_all(&FORWARDED_FOR_NAME)
+    // What the peer says is read only when the peer is believed.
+    let prior = trusted
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let forwarded = match prior.join(", ") {
-        p if believed && !p.is_empty() => format!("{p}, {ip}"),
-        _ => address_text(ip),
+        .any(|net| net.contains(ip))
+        .then(|| {
+            let values: Vec<&str> = client
+                .headers
+                .get_all(&FORWARDED_FOR_NAME)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            values.join(", ")
+        })
+        .filter(|p| !p.is_empty());
+    let forwarded = match prior {
+        Some(p) => format!("{p}, {ip}"),
+        None => address_text(ip),
     };
     (kept, Some(forwarded))
 }
