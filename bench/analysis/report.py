@@ -310,9 +310,10 @@ def throughput_note(tp, profile, instructions=None):
         if None not in (user.get("floor"), system.get("floor")):
             fu = user["floor"]
             budget = nu - fu
-            text += ("The budget this leaves: with Pingora's client session kept (gridlb is built on Pingora's server and its HTTP/1 session), gridlb "
-                     "matches nginx's CPU only if the exchange with the substation and all of gridlb's own "
-                     "work fit in what nginx spends in user space beyond that session's floor, "
+            text += ("The budget this leaves: with Pingora's client session kept (gridlb is built on "
+                     "Pingora's server and its HTTP/1 session), gridlb matches nginx's CPU only if the "
+                     "exchange with the substation and all of gridlb's own work fit in what nginx spends in "
+                     "user space beyond that session's floor, "
                      f"{nu:.1f} − {fu:.1f} = {budget:.1f} µs per request (taking the substation side's kernel "
                      "work to cost gridlb what it costs nginx); "
                      f"they take {gu - fu:.1f} µs now"
